@@ -1,0 +1,5 @@
+"""Sequence-mixing ops. Each op has one dispatch entry and a naive reference beside its fast paths."""
+
+from .mlstm import mlstm, mLSTMState
+
+__all__ = ["mLSTMState", "mlstm"]

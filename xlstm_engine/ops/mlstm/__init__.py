@@ -1,0 +1,101 @@
+"""The mLSTM op: one entry point, several implementations with one calling convention.
+
+    h, state = mlstm(q, k, v, i, f, initial_state=None, output_final_state=True)
+
+Layout (batch-major, heads after the sequence, as the projections produce it):
+    q, k [B, S, H, DK]; v [B, S, H, DV]; i, f [B, S, H] gate pre-activations; h [B, S, H, DV]
+    state: mLSTMState(C [B, H, DK, DV], n [B, H, DK], m [B, H])
+The math is in README.md.
+"""
+
+import torch
+
+from .chunkwise import mlstm_chunkwise
+from .naive import mlstm_parallel_naive, mlstm_recurrent_naive
+from .state import mLSTMState
+from .step import mlstm_step
+
+BACKENDS = ("auto", "chunkwise", "step", "naive_recurrent", "naive_parallel")
+INPUT_GATES = ("exp", "sigmoid")
+
+__all__ = ["BACKENDS", "INPUT_GATES", "mLSTMState", "mlstm", "mlstm_chunkwise", "mlstm_parallel_naive",
+           "mlstm_recurrent_naive", "mlstm_step"]
+
+
+def mlstm(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor, *,
+    initial_state: mLSTMState | None = None, output_final_state: bool = False,
+    input_gate: str = "exp", eps: float = 1e-6, chunk_size: int = 64, backend: str = "auto",
+) -> tuple[torch.Tensor, mLSTMState | None]:
+    """Run the mLSTM cell over a sequence.
+
+    Args:
+        q, k (Tensor): queries and keys `[B, S, H, DK]`. q is scaled by DK^-1/2 inside.
+        v (Tensor): values `[B, S, H, DV]`.
+        i, f (Tensor): input and forget gate pre-activations `[B, S, H]`.
+        initial_state (mLSTMState, optional): memory to start from; zeros (with m = 0) if None.
+        output_final_state (bool): also return the memory after the last token. Default: False.
+        input_gate (str): "exp" (xLSTM, stabilized by m) or "sigmoid" (mLSTMsig, m stays 0). Default: "exp".
+        eps (float): added to the denominator after the max. Default: 1e-6.
+        chunk_size (int): tokens per chunk of the chunkwise form; any S works. Default: 64.
+        backend (str): one of `BACKENDS`. "auto" takes the single-step kernel for S = 1 and the
+            chunkwise form otherwise. The naive ones are the references. Default: "auto".
+
+    Returns:
+        h `[B, S, H, DV]` in q's dtype, and the final state (float32 or wider) or None.
+    """
+    _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend)
+    S = q.shape[1]
+    if backend == "auto":
+        backend = "step" if S == 1 else "chunkwise"
+    kwargs = dict(input_gate=input_gate, eps=eps)
+    if backend == "step":
+        if S != 1:
+            raise ValueError(f"backend='step' handles one token, got a sequence of length S={S}")
+        if initial_state is None:
+            B, _, H, DK = q.shape
+            initial_state = mLSTMState.zeros(B, H, DK, v.shape[-1], device=q.device)
+        h, state = mlstm_step(q[:, 0], k[:, 0], v[:, 0], i[:, 0], f[:, 0], initial_state, **kwargs)
+        h = h[:, None]
+    elif backend == "chunkwise":
+        h, state = mlstm_chunkwise(q, k, v, i, f, initial_state, chunk_size=chunk_size, **kwargs)
+    elif backend == "naive_recurrent":
+        h, state = mlstm_recurrent_naive(q, k, v, i, f, initial_state, **kwargs)
+    else:
+        h, state = mlstm_parallel_naive(q, k, v, i, f, initial_state, **kwargs)
+    return h, (state if output_final_state else None)
+
+
+def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown mLSTM backend {backend!r}; expected one of {BACKENDS}")
+    if input_gate not in INPUT_GATES:
+        raise ValueError(f"unknown input_gate {input_gate!r}; expected one of {INPUT_GATES}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    for name, x in dict(q=q, k=k, v=v, i=i, f=f).items():
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if q.ndim != 4:
+        raise ValueError(f"q must be [B, S, H, DK], got shape {tuple(q.shape)}")
+    B, S, H, DK = q.shape
+    if S == 0:
+        raise ValueError("the sequence is empty (S = 0)")
+    expected = dict(k=(B, S, H, DK), v=(B, S, H, v.shape[-1]), i=(B, S, H), f=(B, S, H))
+    for name, x in dict(k=k, v=v, i=i, f=f).items():
+        if tuple(x.shape) != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]} to match q {tuple(q.shape)}, "
+                             f"got {tuple(x.shape)}")
+    if initial_state is not None:
+        check_state(initial_state, B, H, DK, v.shape[-1])
+
+
+def check_state(state: mLSTMState, B: int, H: int, DK: int, DV: int, where: str = "initial_state") -> None:
+    """Raise ValueError unless `state` is an mLSTMState of the given sizes."""
+    if not isinstance(state, tuple) or len(state) != 3:
+        raise ValueError(f"{where} must be an mLSTMState (C, n, m), got {type(state).__name__}")
+    expected = dict(C=(B, H, DK, DV), n=(B, H, DK), m=(B, H))
+    for name, x in zip(("C", "n", "m"), state, strict=True):
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != expected[name]:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{where}.{name} must have shape {expected[name]} (B, H, ...), got {got}")

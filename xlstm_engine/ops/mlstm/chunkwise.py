@@ -1,0 +1,102 @@
+"""Chunkwise-parallel mLSTM in PyTorch: exact, differentiable by autograd, memory linear in S.
+
+The sequence is cut into chunks of L tokens. A short sequential scan carries the memory across chunk
+boundaries; inside a chunk, outputs come from an L x L decay matrix plus the memory that entered the
+chunk (README.md, "Chunkwise form"). The stabilizer of every position equals the recurrent m_t, so the
+result equals the recurrence up to rounding, including the eps term of the denominator.
+
+A length that is not a multiple of L runs as whole chunks followed by one shorter chunk: callers never pad.
+"""
+
+import torch
+
+from .naive import _log_gates
+from .state import mLSTMState
+
+
+def mlstm_chunkwise(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
+    initial_state: mLSTMState | None = None, *, input_gate: str = "exp", eps: float = 1e-6, chunk_size: int = 64,
+) -> tuple[torch.Tensor, mLSTMState]:
+    """mLSTM over a whole sequence. Layout as in `xlstm_engine.ops.mlstm.mlstm`; returns (h, final state).
+
+    Runs in float32 for half-precision inputs (float64 stays float64); h is cast back to q's dtype.
+    """
+    B, S, H, DK = q.shape
+    out_dtype, dtype = q.dtype, torch.promote_types(q.dtype, torch.float32)
+    li, lf = (x.transpose(1, 2) for x in _log_gates(i.to(dtype), f.to(dtype), input_gate))  # [B, H, S]
+    q, k, v = (x.to(dtype).transpose(1, 2) for x in (q, k, v))  # [B, H, S, D]
+    if initial_state is None:
+        state = mLSTMState.zeros(B, H, DK, v.shape[-1], dtype=dtype, device=q.device)
+    else:
+        state = initial_state.to(dtype)
+
+    exp_gate = input_gate == "exp"
+    S_full = S // chunk_size * chunk_size
+    hs = []
+    for start, end, L in ((0, S_full, chunk_size), (S_full, S, S - S_full)):
+        if end > start:
+            h, state = _chunks(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end],
+                               li[..., start:end], lf[..., start:end], state, L, exp_gate, eps)
+            hs.append(h)
+    h = torch.cat(hs, dim=2) if len(hs) > 1 else hs[0]
+    return h.transpose(1, 2).to(out_dtype), state
+
+
+def _chunks(q, k, v, li, lf, state: mLSTMState, L: int, exp_gate: bool, eps: float):
+    """Chunkwise mLSTM for S a multiple of L. q, k, v [B, H, S, D]; li, lf [B, H, S]."""
+    B, H, S, DK = q.shape
+    NC = S // L
+    q = q.reshape(B, H, NC, L, DK) * DK**-0.5
+    k = k.reshape(B, H, NC, L, DK)
+    v = v.reshape(B, H, NC, L, -1)
+    li, lf = li.reshape(B, H, NC, L), lf.reshape(B, H, NC, L)
+
+    b = lf.cumsum(-1)  # log decay from the chunk start to j, inclusive
+    g = b[..., -1]  # log decay over the whole chunk
+    # log weight of token j in the chunk-end memory: sum_{s>j} lf_s + li_j (a reverse cumsum, not g - b,
+    # which would cancel)
+    decay_after = torch.cat([lf.flip(-1).cumsum(-1).flip(-1)[..., 1:], torch.zeros_like(lf[..., :1])], -1)
+    a = decay_after + li
+
+    # 1. the memory entering each chunk: a sequential scan over the NC chunks
+    m_local = a.max(-1).values if exp_gate else torch.zeros_like(g)  # [B, H, NC]
+    k_weighted = k * torch.exp(a - m_local[..., None])[..., None]
+    C_local = k_weighted.transpose(-1, -2) @ v  # [B, H, NC, DK, DV]
+    n_local = k_weighted.sum(-2)  # [B, H, NC, DK]
+    C, n, m = state
+    C_in, n_in, m_in = [], [], []
+    for c in range(NC):
+        C_in.append(C), n_in.append(n), m_in.append(m)
+        m_new = torch.maximum(g[..., c] + m, m_local[..., c]) if exp_gate else torch.zeros_like(m)
+        decay = torch.exp(g[..., c] + m - m_new)
+        weight = torch.exp(m_local[..., c] - m_new)
+        C = decay[..., None, None] * C + weight[..., None, None] * C_local[:, :, c]
+        n = decay[..., None] * n + weight[..., None] * n_local[:, :, c]
+        m = m_new
+    final = mLSTMState(C, n, m)
+    C_in, n_in, m_in = torch.stack(C_in, 2), torch.stack(n_in, 2), torch.stack(m_in, 2)
+
+    # 2. outputs: the intra-chunk decay matrix plus the entering memory, under one stabilizer per row
+    D = segment_sum(lf) + li[..., None, :]  # [B, H, NC, L, L]
+    log_w_in = b + m_in[..., None]  # log weight of the entering memory at row j
+    m_row = torch.maximum(log_w_in, D.max(-1).values) if exp_gate else torch.zeros_like(b)
+    scores = (q @ k.transpose(-1, -2)) * torch.exp(D - m_row[..., None])
+    w_in = torch.exp(log_w_in - m_row)
+    num = scores @ v + w_in[..., None] * (q @ C_in)
+    den = scores.sum(-1) + w_in * (q @ n_in[..., None]).squeeze(-1)
+    den = torch.maximum(den.abs(), torch.exp(-m_row)) + eps
+    h = num / den[..., None]
+    return h.reshape(B, H, S, -1), final
+
+
+def segment_sum(lf: torch.Tensor) -> torch.Tensor:
+    """[..., L] -> [..., L, L] with entry (j, l) = sum_{l<r<=j} lf_r for l <= j, and -inf above the diagonal.
+
+    A masked cumsum, not b_j - b_l: the difference of two long sums cancels, in value and in gradient.
+    """
+    L = lf.shape[-1]
+    strictly_lower = torch.ones(L, L, dtype=torch.bool, device=lf.device).tril(-1)
+    sums = lf[..., :, None].expand(*lf.shape, L).masked_fill(~strictly_lower, 0).cumsum(-2)
+    return sums.masked_fill(~strictly_lower.logical_or(torch.eye(L, dtype=torch.bool, device=lf.device)),
+                            float("-inf"))
