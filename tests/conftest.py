@@ -1,5 +1,10 @@
 import pytest
 import torch
+import torch.utils._device
+
+# `with torch.device(...)` recognizes factory functions from a cached set; build it from the real ones before
+# the NaN poisoning below replaces torch.empty
+torch.utils._device._device_constructors()
 
 
 @pytest.fixture(autouse=True)

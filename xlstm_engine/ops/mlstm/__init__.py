@@ -18,7 +18,7 @@ from .step import mlstm_step
 BACKENDS = ("auto", "chunkwise", "step", "naive_recurrent", "naive_parallel")
 INPUT_GATES = ("exp", "sigmoid")
 
-__all__ = ["BACKENDS", "INPUT_GATES", "mLSTMState", "mlstm", "mlstm_chunkwise", "mlstm_parallel_naive",
+__all__ = ["BACKENDS", "INPUT_GATES", "check_state", "mLSTMState", "mlstm", "mlstm_chunkwise", "mlstm_parallel_naive",
            "mlstm_recurrent_naive", "mlstm_step"]
 
 

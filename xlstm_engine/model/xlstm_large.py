@@ -1,0 +1,200 @@
+"""xLSTM Large, the xLSTM-7B architecture: embedding, pre-norm mLSTM blocks, output norm, soft-capped logits.
+
+Module and parameter names are those of the Hugging Face checkpoint in its fused layout
+(`backbone.blocks.{i}.mlstm_layer.qkv_opreact.weight`, ...); `checkpoint/` reads and writes both layouts.
+"""
+
+from os import PathLike
+
+import torch
+from torch import nn
+
+from ..config import xLSTMLargeConfig
+from ..ops.mlstm import check_state, mlstm, mLSTMState
+from .components import FeedForward, MultiHeadLayerNorm, RMSNorm, soft_cap
+from .runtime import RuntimeOptions
+
+xLSTMLargeState = tuple[mLSTMState, ...]  # one (C, n, m) per block
+
+
+class mLSTMLayer(nn.Module):
+    """Projections, soft-capped gates, the mLSTM cell, per-head LayerNorm, sigmoid output gate, out_proj."""
+
+    def __init__(self, config: xLSTMLargeConfig):
+        super().__init__()
+        self.config = config
+        qk, v, H = config.qk_dim, config.v_dim, config.num_heads
+        self.qkv_opreact = nn.Linear(config.embedding_dim, 2 * qk + 2 * v, bias=config.use_bias)  # [q|k|v|o]
+        self.ifgate_preact = nn.Linear(config.embedding_dim, 2 * H, bias=True)  # [i|f]
+        self.multihead_norm = MultiHeadLayerNorm(H, config.v_head_dim, eps=config.norm_eps, use_bias=config.use_bias,
+                                                 force_float32=config.norm_reduction_force_float32)
+        self.out_proj = nn.Linear(v, config.embedding_dim, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions
+                ) -> tuple[torch.Tensor, mLSTMState]:
+        """x [B, S, d] -> y [B, S, d], new state."""
+        c = self.config
+        q, k, v, o = self.qkv_opreact(x).split([c.qk_dim, c.qk_dim, c.v_dim, c.v_dim], dim=-1)
+        i, f = soft_cap(self.ifgate_preact(x), c.gate_soft_cap).split(c.num_heads, dim=-1)  # [B, S, H] each
+        q, k, v = (t.unflatten(-1, (c.num_heads, -1)) for t in (q, k, v))  # [B, S, H, D]
+        h, state = mlstm(q, k, v, i, f, initial_state=state, output_final_state=True, eps=c.eps,
+                         chunk_size=runtime.chunk_size, backend=runtime.backend)
+        return self.out_proj(torch.sigmoid(o) * self.multihead_norm(h)), state
+
+
+class mLSTMBlock(nn.Module):
+    """x + mLSTM(RMSNorm(x)), then x + FFN(RMSNorm(x))."""
+
+    def __init__(self, config: xLSTMLargeConfig):
+        super().__init__()
+        norm = dict(eps=config.norm_eps, use_bias=config.use_bias, force_float32=config.norm_reduction_force_float32)
+        self.norm_mlstm = RMSNorm(config.embedding_dim, **norm)
+        self.mlstm_layer = mLSTMLayer(config)
+        self.norm_ffn = RMSNorm(config.embedding_dim, **norm)
+        self.ffn = FeedForward(config.embedding_dim, config.ffn_dim, use_bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions
+                ) -> tuple[torch.Tensor, mLSTMState]:
+        h, state = self.mlstm_layer(self.norm_mlstm(x), state, runtime)
+        x = x + h
+        return x + self.ffn(self.norm_ffn(x)), state
+
+
+class xLSTMLargeBackbone(nn.Module):
+    def __init__(self, config: xLSTMLargeConfig):
+        super().__init__()
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
+        self.blocks = nn.ModuleList(mLSTMBlock(config) for _ in range(config.num_blocks))
+        self.out_norm = RMSNorm(config.embedding_dim, eps=config.norm_eps, use_bias=config.use_bias,
+                                force_float32=config.norm_reduction_force_float32) if config.add_out_norm else None
+
+    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None, runtime: RuntimeOptions
+                ) -> tuple[torch.Tensor, xLSTMLargeState]:
+        """input_ids [B, S] -> normed hidden states [B, S, d], new state."""
+        x = self.embeddings(input_ids)
+        new_state = []
+        for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
+            x, block_state = block(x, block_state, runtime)
+            new_state.append(block_state.to(runtime.state_dtype))
+        return (x if self.out_norm is None else self.out_norm(x)), tuple(new_state)
+
+
+class xLSTMLarge(nn.Module):
+    """The xLSTM-7B architecture at any size.
+
+    `logits, state = model(input_ids)`, then `model(next_ids, state=state)` continues from the state:
+    logits [B, S, vocab_size] in float32, state one `mLSTMState` per block (runtime.state_dtype).
+    Execution choices (kernel, chunk size, state dtype, segmenting) are in `model.runtime`.
+    """
+
+    def __init__(self, config: xLSTMLargeConfig, runtime: RuntimeOptions | None = None):
+        super().__init__()
+        self.config = config
+        self.runtime = runtime or RuntimeOptions()
+        self.backbone = xLSTMLargeBackbone(config)
+        self.lm_head = nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *, logits_to_keep: int = 0
+                ) -> tuple[torch.Tensor, xLSTMLargeState]:
+        """Logits of the tokens and the state after them.
+
+        Args:
+            input_ids (LongTensor): `[B, S]`, any S >= 1, ids in [0, vocab_size).
+            state (tuple of mLSTMState, optional): from a previous call; starts empty when None.
+            logits_to_keep (int): if > 0, return logits only for the last `logits_to_keep` positions, so a long
+                prompt never materializes `[B, S, vocab_size]`. Default: 0 (all positions).
+
+        Returns:
+            logits `[B, S or logits_to_keep, vocab_size]` (float32) and the new state.
+        """
+        B, S = self._check_input_ids(input_ids)
+        if state is not None:
+            self.check_state(state, B)
+        if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}")
+        keep_from = max(S - logits_to_keep, 0) if logits_to_keep else 0
+        # without autograd, long inputs go through all blocks one segment at a time: same result, bounded memory
+        segment = S if torch.is_grad_enabled() else self.runtime.max_inference_chunksize
+        logits = []
+        for start in range(0, S, segment):
+            end = min(start + segment, S)
+            hidden, state = self.backbone(input_ids[:, start:end], state, self.runtime)
+            if end > keep_from:
+                logits.append(self.logits(hidden[:, max(keep_from - start, 0):]))
+        return (logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)), state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Normed hidden states [..., d] -> soft-capped float32 logits [..., vocab_size]."""
+        return soft_cap(self.lm_head(hidden).float(), self.config.output_logit_soft_cap)
+
+    def allocate_state(self, batch_size: int, device: torch.device | str | None = None) -> xLSTMLargeState:
+        """The empty state (zeros, m = 0) for `batch_size` sequences, in runtime.state_dtype."""
+        c = self.config
+        device = self.lm_head.weight.device if device is None else device
+        return tuple(mLSTMState.zeros(batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim,
+                                      dtype=self.runtime.state_dtype, device=device) for _ in range(c.num_blocks))
+
+    def check_state(self, state: xLSTMLargeState, batch_size: int) -> None:
+        """Raise ValueError unless `state` is one mLSTMState per block for `batch_size` sequences."""
+        c = self.config
+        if not isinstance(state, tuple | list) or len(state) != c.num_blocks:
+            got = len(state) if isinstance(state, tuple | list) else type(state).__name__
+            raise ValueError(f"state must hold one mLSTMState per block ({c.num_blocks}), got {got}")
+        for idx, block_state in enumerate(state):
+            check_state(block_state, batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim, where=f"state[{idx}]")
+
+    def _check_input_ids(self, input_ids: torch.Tensor) -> tuple[int, int]:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex():
+            got = input_ids.dtype if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            raise TypeError(f"input_ids must be an integer tensor [B, S], got {got}")
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must have shape [B, S] with S >= 1, got {tuple(input_ids.shape)}")
+        low, high = (x.item() for x in torch.aminmax(input_ids))
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}) (vocab_size), "
+                             f"got values in [{low}, {high}]")
+        return input_ids.shape
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialization of the Hugging Face / NX-AI recipe, except that the FFN gate is not zeroed."""
+        c = self.config
+        for module in self.modules():
+            if isinstance(module, RMSNorm | MultiHeadLayerNorm):
+                nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        small = (2 / (5 * c.embedding_dim)) ** 0.5  # "small init" (Nguyen & Salazar, 2019)
+        nn.init.normal_(self.backbone.embeddings.weight, std=small)
+        nn.init.normal_(self.lm_head.weight, std=small)
+        for block in self.backbone.blocks:
+            layer = block.mlstm_layer
+            nn.init.normal_(layer.qkv_opreact.weight, std=small)
+            layer.qkv_opreact.weight[2 * c.qk_dim + c.v_dim:].zero_()  # output gate starts at sigmoid(0)
+            nn.init.zeros_(layer.ifgate_preact.weight)
+            i_bias, f_bias = layer.ifgate_preact.bias.split(c.num_heads)
+            i_bias.fill_(-10.0)  # input gates nearly closed
+            f_bias.copy_(torch.linspace(3.0, 6.0, c.num_heads, device=f_bias.device))  # forget gates open
+            nn.init.normal_(layer.out_proj.weight, std=2 / c.num_blocks / c.v_dim**0.5)  # "wang init"
+            nn.init.normal_(block.ffn.proj_up_gate_z.weight, std=small)
+            nn.init.normal_(block.ffn.proj_down.weight, std=2 / c.num_blocks / c.ffn_dim**0.5)
+
+    @classmethod
+    def from_pretrained(cls, path: str | PathLike, dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None, **runtime_options) -> "xLSTMLarge":
+        """Load a Hugging Face folder (config.json + model.safetensors or shards), or the NX-AI layout.
+
+        dtype defaults to the stored one. Tensors are read one at a time into a model built without
+        random weights, so loading float32 into bfloat16 needs about the bfloat16 model's memory.
+        `runtime_options` override those derived from config.json (see RuntimeOptions).
+        """
+        from ..checkpoint import load_pretrained
+
+        return load_pretrained(cls, path, dtype=dtype, device=device, **runtime_options)
+
+    def save_pretrained(self, path: str | PathLike, max_shard_size: int | str = "5GB") -> None:
+        """Write config.json and safetensors weights in the Hugging Face layout (config.weight_mode), atomically."""
+        from ..checkpoint import save_pretrained
+
+        save_pretrained(self, path, max_shard_size=max_shard_size)
