@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 import xlstm_engine as xe
 from xlstm_engine.checkpoint import to_fused_layout, to_single_layout
+from xlstm_engine.testing import assert_close
 
 CONFIG = dict(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=50)
 
@@ -273,5 +274,5 @@ def test_readable_by_transformers(tmp_path):
     hf = transformers.xLSTMForCausalLM.from_pretrained(tmp_path).eval()
     ids = torch.randint(0, 50, (2, 20))
     with torch.no_grad():
-        xe.testing.assert_close("logits", hf(ids, use_cache=False).logits, model(ids)[0], ratio=1e-5)
+        assert_close("logits", hf(ids, use_cache=False).logits, model(ids)[0], ratio=1e-5)
     shutil.rmtree(tmp_path)
