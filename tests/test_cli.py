@@ -1,0 +1,27 @@
+import pytest
+import torch
+from safetensors import safe_open
+
+import xlstm_engine as xe
+from xlstm_engine.cli import main
+
+
+def test_demo(capsys):
+    main(["demo", "--prompt-len", "40", "--new-tokens", "5"])
+    out = capsys.readouterr().out
+    assert "bit-identical" in out and "demo OK" in out
+
+
+@pytest.mark.parametrize("weight_mode", ["fused", "single"])
+def test_convert(tmp_path, weight_mode):
+    source = xe.xLSTMLarge(xe.xLSTMLargeConfig(**xe.PRESETS["tiny"], weight_mode="single" if weight_mode == "fused"
+                                               else "fused"))
+    source.save_pretrained(tmp_path / "src")
+    main(["convert", str(tmp_path / "src"), str(tmp_path / "dst"), "--weight-mode", weight_mode,
+          "--dtype", "bfloat16"])
+    with safe_open(tmp_path / "dst" / "model.safetensors", "pt") as f:
+        assert any(("qkv_opreact" in key) == (weight_mode == "fused") for key in f.keys())
+    converted = xe.xLSTMLarge.from_pretrained(tmp_path / "dst")
+    assert converted.config.weight_mode == weight_mode
+    for a, b in zip(source.parameters(), converted.parameters(), strict=True):
+        assert b.dtype == torch.bfloat16 and torch.equal(a.to(torch.bfloat16), b)
