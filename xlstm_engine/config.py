@@ -4,7 +4,6 @@ Execution choices (kernel, chunk size, state dtype, memory bounds) live in `mode
 """
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,9 @@ OFFICIAL_RUNTIME_KEYS = frozenset({
 
 
 def round_up_to_multiple(x: float, multiple: int) -> int:
-    """Smallest multiple of `multiple` that is >= x (x may be a float)."""
-    return int(math.ceil(x / multiple) * multiple)
+    """The official rounding, int(((x + multiple - 1) // multiple) * multiple), kept exactly: for a float x it
+    is not a ceiling (768 * 2.667 = 2048.3 gives 2048, not 2112), and checkpoints depend on it."""
+    return int(((x + multiple - 1) // multiple) * multiple)
 
 
 @dataclass(frozen=True)

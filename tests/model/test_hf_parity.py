@@ -34,6 +34,7 @@ def hf_model(weight_mode: str, use_bias: bool = False, seed: int = 0):
     """A transformers model with random weights; the fused one holds the same weights as the single one."""
     config = transformers.xLSTMConfig(
         vocab_size=VOCAB, hidden_size=128, num_hidden_layers=3, num_heads=2, use_bias=use_bias, chunk_size=16,
+        ffn_proj_factor=2.50390625,  # 128 * f = 320.5, where the official rounding (320) is not a ceiling (384)
     )
     model = transformers.xLSTMForCausalLM(config)
     randomize(model, seed)

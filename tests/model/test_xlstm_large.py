@@ -93,6 +93,9 @@ def test_allocated_state_equals_no_state():
 def test_official_size_fields():
     config = xe.xLSTMLargeConfig(**xe.PRESETS["7b"])
     assert (config.qk_dim, config.v_dim, config.ffn_dim) == (2048, 4096, 10944)
+    # the official rounding floors (x + 63) // 64 for float x: 768 * 2.667 = 2048.26 -> 2048
+    assert xe.xLSTMLargeConfig(768, 4, 12, 50304, ffn_proj_factor=2.667).ffn_dim == 2048
+    assert xe.xLSTMLargeConfig(768, 4, 12, 50304, ffn_proj_factor=2.0).ffn_dim == 1536
     assert xe.xLSTMLargeConfig.from_dict({**xe.PRESETS["7b"], "mode": "inference", "chunkwise_kernel": "x"}) == config
 
 
