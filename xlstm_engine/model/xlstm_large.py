@@ -126,7 +126,10 @@ class xLSTMLarge(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Normed hidden states [..., d] -> soft-capped float32 logits [..., vocab_size]."""
-        return soft_cap(self.lm_head(hidden).float(), self.config.output_logit_soft_cap)
+        logits, cap = self.lm_head(hidden).float(), self.config.output_logit_soft_cap
+        if cap is None or torch.is_grad_enabled():
+            return soft_cap(logits, cap)
+        return logits.div_(cap).tanh_().mul_(cap)  # in place: temporaries of [..., vocab] cost more than tanh
 
     def allocate_state(self, batch_size: int, device: torch.device | str | None = None) -> xLSTMLargeState:
         """The empty state (zeros, m = 0) for `batch_size` sequences, in runtime.state_dtype."""
