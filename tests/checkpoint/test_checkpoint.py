@@ -44,6 +44,15 @@ def test_round_trip_is_bit_exact(tmp_path, weight_mode, max_shard_size, dtype):
     assert_same_weights(model, loaded)
 
 
+def test_written_files_read_back_with_the_safetensors_library(tmp_path):
+    tensors = {"a": torch.randn(3, 5), "b": torch.randn(7).to(torch.bfloat16), "c": torch.arange(6).view(2, 3),
+               "empty": torch.zeros(0, 4), "view": torch.randn(4, 6)[:, 1:3]}
+    xe.checkpoint.safetensors_io.write_safetensors(tmp_path / "x.safetensors", tensors, {"format": "pt"})
+    back = load_file(tmp_path / "x.safetensors")
+    assert back.keys() == tensors.keys()
+    assert all(back[k].dtype == t.dtype and torch.equal(back[k], t) for k, t in tensors.items())
+
+
 def test_files_use_the_layout_of_the_config(tmp_path):
     for weight_mode, present, absent in [("single", "mlstm_layer.q.weight", "qkv_opreact"),
                                          ("fused", "mlstm_layer.qkv_opreact.weight", "mlstm_layer.q.")]:
@@ -67,11 +76,11 @@ def test_failed_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     model.save_pretrained(tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()
 
-    def broken(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")
+    def broken(path, tensors, metadata):
+        Path(path).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("xlstm_engine.checkpoint.safetensors_io.save_file", broken)
+    monkeypatch.setattr("xlstm_engine.checkpoint.safetensors_io.write_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         tiny().save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before

@@ -1,14 +1,21 @@
-"""Reading and writing safetensors weights: one file or shards with an index, written atomically."""
+"""Reading and writing safetensors weights: one file or shards with an index, written atomically.
 
+Reading uses the safetensors library. Writing streams one tensor at a time (the format is an 8-byte header
+length, a JSON header and the raw bytes), which needs neither a copy of a whole shard nor NumPy, which
+`safetensors.torch.save_file` imports.
+"""
+
+import ctypes
 import json
 import os
 import re
+import struct
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .errors import CheckpointError
 
@@ -17,6 +24,8 @@ INDEX_FILE = "model.safetensors.index.json"
 SHARD_PATTERN = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 NXAI_PATTERN = re.compile(r"model_(\d+)\.safetensors")
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+_DTYPE_NAMES = {**{dtype: name for name, dtype in _DTYPES.items()}, torch.int64: "I64", torch.int32: "I32",
+                torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -95,6 +104,29 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write one safetensors file, copying one tensor at a time to the CPU."""
+    if sys.byteorder != "little":
+        raise RuntimeError("safetensors files are little-endian; writing them on a big-endian host is unsupported")
+    header, offset = {}, 0
+    for key, tensor in tensors.items():
+        if tensor.dtype not in _DTYPE_NAMES:
+            raise TypeError(f"cannot store {key!r} of dtype {tensor.dtype} in safetensors")
+        nbytes = tensor.numel() * tensor.element_size()
+        header[key] = {"dtype": _DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape),
+                       "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header["__metadata__"] = metadata
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for tensor in tensors.values():
+            tensor = tensor.detach().to("cpu").contiguous()
+            if tensor.numel():
+                f.write((ctypes.c_char * (tensor.numel() * tensor.element_size())).from_address(tensor.data_ptr()))
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], folder: Path, max_shard_size: int | str) -> list[str]:
     """Write `tensors` as model.safetensors, or as shards plus an index when larger than max_shard_size.
 
@@ -114,9 +146,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], folder: Path, max_shard_size:
     n = len(shards)
     names = [SINGLE_FILE] if n == 1 else [f"model-{k + 1:05d}-of-{n:05d}.safetensors" for k in range(n)]
     for name, shard in zip(names, shards, strict=True):
-        # own contiguous CPU copies: safetensors refuses views that share storage (the fused parameters)
-        shard = {key: t.detach().to("cpu", copy=True).contiguous() for key, t in shard.items()}
-        atomic_write(folder / name, lambda tmp, shard=shard: save_file(shard, str(tmp), metadata={"format": "pt"}))
+        atomic_write(folder / name, lambda tmp, shard=shard: write_safetensors(tmp, shard, {"format": "pt"}))
     if n > 1:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
                  "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard}}
