@@ -9,8 +9,8 @@ A length that is not a multiple of L runs as whole chunks followed by one shorte
 """
 
 import torch
+import torch.nn.functional as F
 
-from .naive import _log_gates
 from .state import mLSTMState
 
 
@@ -24,7 +24,8 @@ def mlstm_chunkwise(
     """
     B, S, H, DK = q.shape
     out_dtype, dtype = q.dtype, torch.promote_types(q.dtype, torch.float32)
-    li, lf = (x.transpose(1, 2) for x in _log_gates(i.to(dtype), f.to(dtype), input_gate))  # [B, H, S]
+    i, f = i.to(dtype).transpose(1, 2), f.to(dtype).transpose(1, 2)  # [B, H, S]
+    li, lf = (i if input_gate == "exp" else F.logsigmoid(i)), F.logsigmoid(f)
     q, k, v = (x.to(dtype).transpose(1, 2) for x in (q, k, v))  # [B, H, S, D]
     if initial_state is None:
         state = mLSTMState.zeros(B, H, DK, v.shape[-1], dtype=dtype, device=q.device)
