@@ -1,11 +1,24 @@
 """xlstm-engine: the complete, fast and correct xLSTM library for PyTorch."""
 
 from .checkpoint import CheckpointError
-from .config import PRESETS, xLSTMLargeConfig
-from .model import RuntimeOptions, xLSTMLarge, xLSTMLargeState
-from .ops import mLSTMState
+from .config import (
+    PRESETS,
+    FeedForwardConfig,
+    mLSTMBlockConfig,
+    mLSTMLayerConfig,
+    sLSTMBlockConfig,
+    sLSTMLayerConfig,
+    xLSTMBlockStackConfig,
+    xLSTMLargeConfig,
+    xLSTMLMModelConfig,
+)
+from .model import RuntimeOptions, xLSTMBlockStack, xLSTMLarge, xLSTMLargeState, xLSTMLMModel, xLSTMStackState
+from .ops import mLSTMState, sLSTMState
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "CheckpointError", "RuntimeOptions", "mLSTMState", "xLSTMLarge", "xLSTMLargeConfig",
-           "xLSTMLargeState"]
+__all__ = [
+    "PRESETS", "CheckpointError", "FeedForwardConfig", "RuntimeOptions", "mLSTMBlockConfig", "mLSTMLayerConfig",
+    "mLSTMState", "sLSTMBlockConfig", "sLSTMLayerConfig", "sLSTMState", "xLSTMBlockStack", "xLSTMBlockStackConfig",
+    "xLSTMLMModel", "xLSTMLMModelConfig", "xLSTMLarge", "xLSTMLargeConfig", "xLSTMLargeState", "xLSTMStackState",
+]

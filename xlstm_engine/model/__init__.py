@@ -1,4 +1,7 @@
+from .neurips import xLSTMBlockStack, xLSTMLMModel
 from .runtime import RuntimeOptions
-from .xlstm_large import mLSTMBlock, mLSTMLayer, xLSTMLarge, xLSTMLargeState
+from .state import mLSTMLayerState, sLSTMLayerState, xLSTMLargeState, xLSTMStackState
+from .xlstm_large import xLSTMLarge
 
-__all__ = ["RuntimeOptions", "mLSTMBlock", "mLSTMLayer", "xLSTMLarge", "xLSTMLargeState"]
+__all__ = ["RuntimeOptions", "mLSTMLayerState", "sLSTMLayerState", "xLSTMBlockStack", "xLSTMLMModel", "xLSTMLarge",
+           "xLSTMLargeState", "xLSTMStackState"]

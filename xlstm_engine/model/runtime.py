@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from ..ops.mlstm import BACKENDS
+from ..ops.slstm import BACKENDS as SLSTM_BACKENDS
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -15,6 +16,7 @@ class RuntimeOptions:
     """How a model runs.
 
     backend: mLSTM implementation, one of `ops.mlstm.BACKENDS` ("auto" picks the fastest for the device).
+    slstm_backend: sLSTM implementation, one of `ops.slstm.BACKENDS`.
     chunk_size: tokens per chunk of the chunkwise form.
     state_dtype: dtype of the recurrent state carried between calls.
     max_inference_chunksize: without autograd, longer inputs run through all blocks in segments of this
@@ -22,6 +24,7 @@ class RuntimeOptions:
     """
 
     backend: str = "auto"
+    slstm_backend: str = "auto"
     chunk_size: int = 64
     state_dtype: torch.dtype = torch.float32
     max_inference_chunksize: int = 16384
@@ -29,6 +32,8 @@ class RuntimeOptions:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
+        if self.slstm_backend not in SLSTM_BACKENDS:
+            raise ValueError(f"unknown slstm_backend {self.slstm_backend!r}; expected one of {SLSTM_BACKENDS}")
         if isinstance(self.state_dtype, str):
             if self.state_dtype not in _DTYPES:
                 raise ValueError(f"unknown state_dtype {self.state_dtype!r}; expected one of {list(_DTYPES)}")

@@ -11,10 +11,10 @@ from torch import nn
 
 from ..config import xLSTMLargeConfig
 from ..ops.mlstm import check_state, mlstm, mLSTMState
+from .checks import check_token_ids
 from .components import FeedForward, MultiHeadLayerNorm, RMSNorm, soft_cap
 from .runtime import RuntimeOptions
-
-xLSTMLargeState = tuple[mLSTMState, ...]  # one (C, n, m) per block
+from .state import xLSTMLargeState
 
 
 class mLSTMLayer(nn.Module):
@@ -108,7 +108,7 @@ class xLSTMLarge(nn.Module):
         Returns:
             logits `[B, S or logits_to_keep, vocab_size]` (float32) and the new state.
         """
-        B, S = self._check_input_ids(input_ids)
+        B, S = check_token_ids(input_ids, self.config.vocab_size)
         if state is not None:
             self.check_state(state, B)
         if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
@@ -146,18 +146,6 @@ class xLSTMLarge(nn.Module):
             raise ValueError(f"state must hold one mLSTMState per block ({c.num_blocks}), got {got}")
         for idx, block_state in enumerate(state):
             check_state(block_state, batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim, where=f"state[{idx}]")
-
-    def _check_input_ids(self, input_ids: torch.Tensor) -> tuple[int, int]:
-        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex():
-            got = input_ids.dtype if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-            raise TypeError(f"input_ids must be an integer tensor [B, S], got {got}")
-        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must have shape [B, S] with S >= 1, got {tuple(input_ids.shape)}")
-        low, high = (x.item() for x in torch.aminmax(input_ids))
-        if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}) (vocab_size), "
-                             f"got values in [{low}, {high}]")
-        return input_ids.shape
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -1,4 +1,4 @@
-"""Architecture configs: what a checkpoint saves. Validated on construction, never mutated.
+"""The xLSTM Large (xLSTM-7B) architecture config: what a checkpoint saves. Validated on construction, frozen.
 
 Execution choices (kernel, chunk size, state dtype, memory bounds) live in `model.runtime.RuntimeOptions`.
 """

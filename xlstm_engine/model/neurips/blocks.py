@@ -1,0 +1,45 @@
+"""Pre-norm residual xLSTM blocks: x + Layer(LN(x)), then (sLSTM blocks) x + FFN(LN(x))."""
+
+import torch
+from torch import nn
+
+from ...config.neurips import mLSTMBlockConfig, sLSTMBlockConfig
+from ..runtime import RuntimeOptions
+from ..state import mLSTMLayerState, sLSTMLayerState
+from .components import GatedFeedForward, LayerNorm
+from .mlstm_layer import mLSTMLayer
+from .slstm_layer import sLSTMLayer
+
+
+class xLSTMBlock(nn.Module):
+    """Parameter names as the official xLSTMBlock: xlstm_norm, xlstm, ffn_norm, ffn."""
+
+    def __init__(self, config: mLSTMBlockConfig | sLSTMBlockConfig):
+        super().__init__()
+        self.config = config
+        is_slstm = isinstance(config, sLSTMBlockConfig)
+        layer_config = config.slstm if is_slstm else config.mlstm
+        E = layer_config.embedding_dim
+        self.xlstm_norm = LayerNorm(E)
+        self.xlstm = sLSTMLayer(layer_config) if is_slstm else mLSTMLayer(layer_config)
+        ff = config.feedforward if is_slstm else None
+        if ff is not None:
+            self.ffn_norm = LayerNorm(E)
+            self.ffn = GatedFeedForward(E, ff._proj_up_dim, ff.act_fn, ff.bias, ff.dropout)
+        else:
+            self.ffn_norm = self.ffn = None
+
+    def forward(self, x: torch.Tensor, state: mLSTMLayerState | sLSTMLayerState | None, runtime: RuntimeOptions
+                ) -> tuple[torch.Tensor, mLSTMLayerState | sLSTMLayerState]:
+        h, state = self.xlstm(self.xlstm_norm(x), state, runtime)
+        x = x + h
+        if self.ffn is not None:
+            x = x + self.ffn(self.ffn_norm(x))
+        return x, state
+
+    def reset_parameters(self) -> None:
+        self.xlstm.reset_parameters()
+        self.xlstm_norm.reset_parameters()
+        if self.ffn is not None:
+            self.ffn.reset_parameters(self.xlstm.config.embedding_dim, self.config._num_blocks)
+            self.ffn_norm.reset_parameters()

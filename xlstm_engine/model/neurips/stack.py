@@ -1,0 +1,139 @@
+"""xLSTMBlockStack and xLSTMLMModel: drop-ins for the official classes, plus a stateful path.
+
+    y = stack(x)                                   # [B, S, E] -> [B, S, E], as the official call
+    y, state = stack.forward_with_state(x, state)  # a whole chunk in parallel, from a state, returning the new one
+    y, state = stack.step(x_t, state)              # one token [B, 1, E]
+    logits = lm(ids); logits, state = lm.forward_with_state(ids, state); logits, state = lm.step(ids_t, state)
+
+There is no context_length limit: the mLSTM runs chunkwise and the state carries everything, conv history
+included. State: one mLSTMLayerState / sLSTMLayerState per block (`model.state`).
+"""
+
+import torch
+from torch import nn
+
+from ...config.neurips import xLSTMBlockStackConfig, xLSTMLMModelConfig
+from ...ops.mlstm import check_state as check_mlstm_state
+from ..checks import check_token_ids
+from ..runtime import RuntimeOptions
+from ..state import mLSTMLayerState, sLSTMLayerState, xLSTMStackState
+from .blocks import xLSTMBlock
+from .components import LayerNorm, small_init_
+from .slstm_layer import sLSTMLayer
+
+
+class xLSTMBlockStack(nn.Module):
+    def __init__(self, config: xLSTMBlockStackConfig, runtime: RuntimeOptions | None = None):
+        super().__init__()
+        self.config = config
+        self.runtime = runtime or RuntimeOptions()
+        self.blocks = nn.ModuleList(xLSTMBlock(config.block_config(i)) for i in range(config.num_blocks))
+        self.post_blocks_norm = LayerNorm(config.embedding_dim) if config.add_post_blocks_norm else nn.Identity()
+        self.reset_parameters()
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """x [B, S, E] -> y [B, S, E]: the official call (extra keyword arguments are ignored, as there)."""
+        return self.forward_with_state(x)[0]
+
+    def forward_with_state(self, x: torch.Tensor, state: xLSTMStackState | None = None
+                           ) -> tuple[torch.Tensor, xLSTMStackState]:
+        """Process x [B, S, E] (any S >= 1) in parallel from `state` (None: empty). Returns y and the new state."""
+        if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.config.embedding_dim \
+                or x.shape[1] == 0 or not x.is_floating_point():
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a float tensor [B, S, {self.config.embedding_dim}] with S >= 1, got {got}")
+        if state is not None:
+            self.check_state(state, x.shape[0])
+        new_state = []
+        for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
+            x, block_state = block(x, block_state, self.runtime)
+            new_state.append(_cast(block_state, self.runtime.state_dtype))
+        return self.post_blocks_norm(x), tuple(new_state)
+
+    def step(self, x: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
+        """One token: x [B, 1, E] -> y [B, 1, E], new state."""
+        if x.ndim != 3 or x.shape[1] != 1:
+            raise ValueError(f"step takes one token x [B, 1, E], got shape {tuple(x.shape)}")
+        return self.forward_with_state(x, state)
+
+    def check_state(self, state: xLSTMStackState, batch_size: int) -> None:
+        """Raise ValueError unless `state` fits this stack and batch size."""
+        if not isinstance(state, tuple | list) or len(state) != len(self.blocks):
+            got = len(state) if isinstance(state, tuple | list) else type(state).__name__
+            raise ValueError(f"state must hold one layer state per block ({len(self.blocks)}), got {got}")
+        for idx, (block, block_state) in enumerate(zip(self.blocks, state, strict=True)):
+            layer, where = block.xlstm, f"state[{idx}]"
+            is_slstm = isinstance(layer, sLSTMLayer)
+            if not isinstance(block_state, tuple) or len(block_state) != 2:
+                expected = (sLSTMLayerState if is_slstm else mLSTMLayerState).__name__
+                raise ValueError(f"{where} must be an {expected} (conv, cell), got {type(block_state).__name__}")
+            conv, cell = block_state
+            c = layer.config
+            if is_slstm:
+                dim, K = c.embedding_dim, c.conv1d_kernel_size
+                shape = (batch_size, c.num_heads, c.head_dim)
+                if not isinstance(cell, tuple) or len(cell) != 4 or any(tuple(t.shape) != shape for t in cell):
+                    raise ValueError(f"{where}.cell must be an sLSTMState of four tensors {shape}")
+            else:
+                dim, K = c.inner_dim, c.conv1d_kernel_size
+                head_dim = c.inner_dim // c.num_heads
+                check_mlstm_state(cell, batch_size, c.num_heads, head_dim, head_dim, where=f"{where}.cell")
+            expected_conv = (batch_size, K - 1, dim) if K > 0 else None
+            got_conv = None if conv is None else tuple(conv.shape)
+            if got_conv != expected_conv:
+                raise ValueError(f"{where}.conv must be {'None' if K == 0 else expected_conv}, got {got_conv}")
+
+    def reset_parameters(self) -> None:
+        for block in self.blocks:
+            block.reset_parameters()
+        if isinstance(self.post_blocks_norm, LayerNorm):
+            self.post_blocks_norm.reset_parameters()
+
+
+class xLSTMLMModel(nn.Module):
+    """Token embedding, xLSTMBlockStack, LM head (optionally tied). Parameters are initialized on construction
+    (the official model leaves that to a reset_parameters() call)."""
+
+    def __init__(self, config: xLSTMLMModelConfig, runtime: RuntimeOptions | None = None):
+        super().__init__()
+        self.config = config
+        self.xlstm_block_stack = xLSTMBlockStack(config, runtime)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
+        self.emb_dropout = nn.Dropout(config.dropout) if config.add_embedding_dropout else nn.Identity()
+        self.lm_head = nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.token_embedding.weight
+        self.reset_parameters()
+
+    @property
+    def runtime(self) -> RuntimeOptions:
+        return self.xlstm_block_stack.runtime
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx [B, S] -> logits [B, S, vocab_size]."""
+        return self.forward_with_state(idx)[0]
+
+    def forward_with_state(self, idx: torch.Tensor, state: xLSTMStackState | None = None
+                           ) -> tuple[torch.Tensor, xLSTMStackState]:
+        """idx [B, S] from `state` -> logits [B, S, vocab_size], new state."""
+        check_token_ids(idx, self.config.vocab_size)
+        x, state = self.xlstm_block_stack.forward_with_state(self.emb_dropout(self.token_embedding(idx)), state)
+        return self.lm_head(x), state
+
+    def step(self, idx: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
+        """One token idx [B, 1] -> logits [B, 1, vocab_size], new state."""
+        if idx.ndim != 2 or idx.shape[1] != 1:
+            raise ValueError(f"step takes one token per sequence, idx [B, 1], got shape {tuple(idx.shape)}")
+        return self.forward_with_state(idx, state)
+
+    def reset_parameters(self) -> None:
+        self.xlstm_block_stack.reset_parameters()
+        small_init_(self.token_embedding.weight, self.config.embedding_dim)
+        if not self.config.tie_weights:
+            small_init_(self.lm_head.weight, self.config.embedding_dim)
+
+
+def _cast(state, dtype: torch.dtype):
+    """A layer state with its cell state in `dtype` (the conv history keeps the activations' dtype)."""
+    conv, cell = state
+    return type(state)(conv, type(cell)(*(t.to(dtype) for t in cell)))
