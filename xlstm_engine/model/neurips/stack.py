@@ -14,6 +14,7 @@ from torch import nn
 
 from ...config.neurips import xLSTMBlockStackConfig, xLSTMLMModelConfig
 from ...ops.mlstm import check_state as check_mlstm_state
+from ...ops.slstm import check_state as check_slstm_state
 from ..checks import check_token_ids
 from ..runtime import RuntimeOptions
 from ..state import mLSTMLayerState, sLSTMLayerState, xLSTMStackState
@@ -70,14 +71,12 @@ class xLSTMBlockStack(nn.Module):
             conv, cell = block_state
             c = layer.config
             if is_slstm:
-                dim, K = c.embedding_dim, c.conv1d_kernel_size
-                shape = (batch_size, c.num_heads, c.head_dim)
-                if not isinstance(cell, tuple) or len(cell) != 4 or any(tuple(t.shape) != shape for t in cell):
-                    raise ValueError(f"{where}.cell must be an sLSTMState of four tensors {shape}")
+                dim = c.embedding_dim
+                check_slstm_state(cell, batch_size, c.num_heads, c.head_dim, where=f"{where}.cell")
             else:
-                dim, K = c.inner_dim, c.conv1d_kernel_size
-                head_dim = c.inner_dim // c.num_heads
+                dim, head_dim = c.inner_dim, c.inner_dim // c.num_heads
                 check_mlstm_state(cell, batch_size, c.num_heads, head_dim, head_dim, where=f"{where}.cell")
+            K = c.conv1d_kernel_size
             expected_conv = (batch_size, K - 1, dim) if K > 0 else None
             got_conv = None if conv is None else tuple(conv.shape)
             if got_conv != expected_conv:
