@@ -12,14 +12,15 @@ from xlstm_engine.testing import assert_close
 xlstm = pytest.importorskip("xlstm")
 
 
-def configs(official: bool, *, slstm_at=(1,), num_blocks=3, embedding_dim=32, conv=4, mlstm=True, slstm=True,
+def configs(official: bool, *, slstm_at=(1,), num_blocks=3, embedding_dim=32, conv=4, mlstm_conv=4, mlstm=True,
+            slstm=True,
             function="slstm", bias=False, lm=True, tie=False, context_length=64, backend="vanilla"):
     """The same stack/LM config, built with the official classes or ours."""
     ns = xlstm if official else xe
     blocks = {}
     if mlstm:
         blocks["mlstm_block"] = ns.mLSTMBlockConfig(mlstm=ns.mLSTMLayerConfig(
-            conv1d_kernel_size=4, qkv_proj_blocksize=4, num_heads=2))
+            conv1d_kernel_size=mlstm_conv, qkv_proj_blocksize=4, num_heads=2))
     if slstm:
         blocks["slstm_block"] = ns.sLSTMBlockConfig(
             slstm=ns.sLSTMLayerConfig(backend=backend, num_heads=2, conv1d_kernel_size=conv, function=function),
@@ -87,11 +88,17 @@ def test_parity_model_parameter_counts():
         assert sum(p.numel() for p in xe.xLSTMLMModel(config).parameters()) == count
 
 
-@pytest.mark.parametrize("case", ["mixed", "slstm-no-conv", "lstm-cell"])
+@pytest.mark.parametrize("case", ["mixed", "slstm-no-conv", "lstm-cell", "mlstm-no-conv"])
 @torch.no_grad()
 def test_stateful_chunks_and_steps_equal_one_pass(case):
-    """forward_with_state over pieces, and step() token by token, equal one forward (float64)."""
-    _, ours = official_and_ours(**CASES[case])
+    """forward_with_state over pieces, and step() token by token, equal one forward (float64). An mLSTM without
+    conv exists only here (the official layer cannot run one)."""
+    if case == "mlstm-no-conv":
+        ours = xe.xLSTMLMModel(configs(False, mlstm_conv=0))
+        perturb(ours)
+        assert not any("conv" in name for name in dict(ours.named_parameters()) if ".blocks.0." in name)
+    else:
+        _, ours = official_and_ours(**CASES[case])
     ours = ours.double()
     ours.runtime.state_dtype = torch.float64
     ids = torch.randint(0, 53, (2, 70))
