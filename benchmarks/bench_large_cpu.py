@@ -10,14 +10,13 @@ prefill of 4k and 16k tokens (each in a fresh subprocess). Prints a markdown tab
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 import transformers
+from common import timed
 
 import xlstm_engine as xe
 
@@ -28,19 +27,6 @@ def hf_config():
     c = xe.PRESETS["160m"]
     return transformers.xLSTMConfig(hidden_size=c["embedding_dim"], num_hidden_layers=c["num_blocks"],
                                     num_heads=c["num_heads"], vocab_size=c["vocab_size"])
-
-
-def timed(fns: dict, reps: int) -> dict:
-    """Median wall time of each function, calls interleaved so that drift hits all alike."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def speed(folder: str, reps: int) -> dict:
@@ -70,11 +56,9 @@ def speed(folder: str, reps: int) -> dict:
 # A fresh process per measurement: the peak resident memory of one prefill, above the loaded model
 MEMORY_PROBE = """
 import sys, torch, transformers, xlstm_engine as xe
+sys.path.insert(0, "benchmarks")
+from common import proc_status, reset_peak_memory
 folder, impl, S = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
 if impl == "transformers":
     model = transformers.xLSTMForCausalLM.from_pretrained(folder).eval()
     run = lambda ids: model(ids, use_cache=True)
@@ -84,10 +68,10 @@ else:
 with torch.no_grad():
     run(torch.randint(0, 50304, (1, 64)))
     ids = torch.randint(0, 50304, (1, S))
-    open("/proc/self/clear_refs", "w").write("5")  # reset the peak
-    base = status("VmRSS")
+    reset_peak_memory()
+    base = proc_status("VmRSS")
     run(ids)
-    print(status("VmHWM") - base)
+    print(proc_status("VmHWM") - base)
 """
 
 

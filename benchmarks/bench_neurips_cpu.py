@@ -10,13 +10,12 @@ context_length = S. Peak memory of forward+backward at S = 2048 is measured in a
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import xlstm
+from common import timed
 
 import xlstm_engine as xe
 
@@ -53,15 +52,8 @@ def speed(reps: int) -> dict:
             pair = models(kind, S)
             with torch.no_grad():
                 err = ((pair["official"](x) - pair["xlstm-engine"](x)).norm() / pair["official"](x).norm()).item()
-            times = {name: [] for name in pair}
-            for model in pair.values():
-                fwd_bwd(model, x)  # warm-up
-            for _ in range(reps):
-                for name, model in pair.items():
-                    start = time.perf_counter()
-                    fwd_bwd(model, x)
-                    times[name].append(time.perf_counter() - start)
-            results[f"{kind}@{S}"] = {name: TOKENS / statistics.median(t) for name, t in times.items()}
+            median = timed({name: lambda m=model, x=x: fwd_bwd(m, x) for name, model in pair.items()}, reps)
+            results[f"{kind}@{S}"] = {name: TOKENS / t for name, t in median.items()}
             results[f"{kind}@{S}"]["rel_err"] = err
             print(kind, S, results[f"{kind}@{S}"], flush=True)
     return results
@@ -71,18 +63,15 @@ MEMORY_PROBE = """
 import sys, torch
 sys.path.insert(0, "benchmarks")
 from bench_neurips_cpu import models, E, TOKENS
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
+from common import proc_status, reset_peak_memory
 S = 2048
 model = models("mixed", S)[sys.argv[1]]
 x = torch.randn(TOKENS // S, S, E, requires_grad=True)
 model(x[:, :64]).sum().backward()
-open("/proc/self/clear_refs", "w").write("5")
-base = status("VmRSS")
+reset_peak_memory()
+base = proc_status("VmRSS")
 model(x).square().mean().backward()
-print(status("VmHWM") - base)
+print(proc_status("VmHWM") - base)
 """
 
 

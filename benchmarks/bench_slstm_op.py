@@ -7,10 +7,9 @@ differentiated by autograd, fed the same values in its own layout. Prints a mark
 """
 
 import argparse
-import statistics
-import time
 
 import torch
+from common import timed
 
 from xlstm_engine.ops.slstm import slstm, sLSTMState
 
@@ -32,19 +31,6 @@ def official(function: str):
         return all_states[0, 1:].view(S, B, H, D).transpose(0, 1), last
 
     return run
-
-
-def timed(fns: dict, reps: int) -> dict:
-    """Median wall time of each function, calls interleaved so that drift hits all alike."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
