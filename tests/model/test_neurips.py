@@ -260,6 +260,12 @@ def test_readme_yaml_loads_unchanged(tmp_path):
     assert lm_shapes == {k: tuple(v.shape) for k, v in official.state_dict().items() if "_recurrent_kernel_" not in k}
 
 
+def test_config_dict_round_trip():
+    config = xe.xLSTMLMModelConfig.from_yaml("vocab_size: 50304\n" + README_YAML)
+    again = xe.xLSTMLMModelConfig.from_dict(config.to_dict())
+    assert again == config and again.block_map == [0, 1, 0, 0, 0, 0, 0]
+
+
 @pytest.mark.parametrize(("text", "message"), [
     (README_YAML.replace("num_blocks: 7", "num_block: 7"), r"xLSTMBlockStackConfig: unknown key\(s\) \['num_block'\]"),
     (README_YAML.replace("    act_fn: gelu", "    act_fn: gelu\n    actfn: relu"),

@@ -27,12 +27,3 @@ class sLSTMLayerState(NamedTuple):
 xLSTMLargeState = tuple[mLSTMState, ...]  # one (C, n, m) per block
 xLSTMStackState = tuple[mLSTMLayerState | sLSTMLayerState, ...]  # one per block
 
-
-def detach_state(state):
-    """The same state with every tensor detached (for truncated backpropagation through time)."""
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    if state is None:
-        return None
-    return type(state)(*(detach_state(s) for s in state)) if hasattr(state, "_fields") else \
-        type(state)(detach_state(s) for s in state)
