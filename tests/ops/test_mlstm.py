@@ -1,6 +1,7 @@
 """Every mLSTM implementation against the float64 recurrent reference: outputs, final states, all gradients."""
 
 import functools
+import itertools
 
 import pytest
 import torch
@@ -161,6 +162,49 @@ def test_final_state_only_on_request():
     assert mlstm(*x)[1] is None
 
 
+RESETS = torch.zeros(2, 100, dtype=torch.bool)
+RESETS[0, [0, 5, 6, 40, 99]] = True  # at the start, twice in a row, and at the last token
+RESETS[1, [17, 64, 65]] = True  # one sequence keeps its initial state up to 17
+
+
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+def test_resets_equal_documents_run_alone(input_gate):
+    """A packed row with resets gives each document exactly what it gives alone, from an empty state."""
+    x = {n: t.detach() for n, t in make_inputs(S=100).items()}
+    args = [x[n] for n in "qkvif"]
+    h, state = mlstm(*args, resets=RESETS, backend="naive_recurrent", input_gate=input_gate,
+                     output_final_state=True, initial_state=mLSTMState(x["C0"], x["n0"], x["m0"]))
+    for b in range(2):
+        starts = [0, *RESETS[b].nonzero().flatten().tolist(), 100]
+        for start, end in itertools.pairwise(starts):
+            if start == end:
+                continue
+            piece = [t[b:b + 1, start:end] for t in args]
+            initial = None if RESETS[b, start] else mLSTMState(x["C0"][b:b + 1], x["n0"][b:b + 1], x["m0"][b:b + 1])
+            h_alone, s_alone = mlstm(*piece, backend="naive_recurrent", input_gate=input_gate,
+                                     output_final_state=True, initial_state=initial)
+            assert_close(f"h[{b}, {start}:{end}]", h_alone, h[b:b + 1, start:end])
+        for name, a, b_ in zip("Cnm", s_alone, state, strict=True):
+            assert_close(name, a, b_[b:b + 1])
+
+
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_resets_match_naive(impl, input_gate):
+    """With resets, every implementation equals the loop, gradients of the initial state included (zero for
+    the row that resets at its first token)."""
+    inputs = make_inputs(S=100)
+    ref = run(inputs, "naive_recurrent", input_gate=input_gate, resets=RESETS)
+    assert ref["dC0"][0].abs().max() == 0 and ref["dC0"][1].abs().max() > 0
+    assert_all_close(ref, run(inputs, input_gate=input_gate, resets=RESETS, **impl))
+
+
+def test_resets_in_a_single_step():
+    inputs = make_inputs(S=1)
+    resets = torch.tensor([[True], [False]])
+    assert_all_close(run(inputs, "naive_recurrent", resets=resets), run(inputs, "step", resets=resets))
+
+
 def _bad(**changes):
     x = {n: t.detach() for n, t in make_inputs(S=5).items()}
     args = dict(q=x["q"], k=x["k"], v=x["v"], i=x["i"], f=x["f"])
@@ -182,6 +226,8 @@ def _bad(**changes):
     (dict(initial_state=mLSTMState.zeros(3, 3, 8, 12)), r"initial_state.C must have shape \(2, 3, 8, 12\)"),
     (dict(initial_state=(torch.zeros(2, 3, 8, 12),)), "must be an mLSTMState"),
     (dict(backend="step"), "handles one token"),
+    (dict(resets=torch.zeros(2, 5)), "resets must be a bool tensor"),
+    (dict(resets=torch.zeros(2, 4, dtype=torch.bool)), r"resets must have shape \(2, 5\)"),
 ])
 def test_bad_input(changes, message):
     with pytest.raises((ValueError, TypeError), match=message):

@@ -18,14 +18,15 @@ from .step import mlstm_step
 BACKENDS = ("auto", "chunkwise", "step", "naive_recurrent", "naive_parallel")
 INPUT_GATES = ("exp", "sigmoid")
 
-__all__ = ["BACKENDS", "INPUT_GATES", "check_state", "mLSTMState", "mlstm", "mlstm_chunkwise", "mlstm_parallel_naive",
-           "mlstm_recurrent_naive", "mlstm_step"]
+__all__ = ["BACKENDS", "INPUT_GATES", "check_resets", "check_state", "mLSTMState", "mlstm", "mlstm_chunkwise",
+           "mlstm_parallel_naive", "mlstm_recurrent_naive", "mlstm_step"]
 
 
 def mlstm(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor, *,
     initial_state: mLSTMState | None = None, output_final_state: bool = False,
     input_gate: str = "exp", eps: float = 1e-6, chunk_size: int = 64, backend: str = "auto",
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, mLSTMState | None]:
     """Run the mLSTM cell over a sequence.
 
@@ -40,11 +41,13 @@ def mlstm(
         chunk_size (int): tokens per chunk of the chunkwise form; any S works. Default: 64.
         backend (str): one of `BACKENDS`. "auto" takes the single-step kernel for S = 1 and the
             chunkwise form otherwise. The naive ones are the references. Default: "auto".
+        resets (Tensor, optional): bool `[B, S]`; True empties the memory before that token, so that packed
+            documents do not see each other (each runs as from an empty state).
 
     Returns:
         h `[B, S, H, DV]` in q's dtype, and the final state (float32 or wider) or None.
     """
-    _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend)
+    _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets)
     S = q.shape[1]
     if backend == "auto":
         backend = "step" if S == 1 else "chunkwise"
@@ -52,21 +55,25 @@ def mlstm(
     if backend == "step":
         if S != 1:
             raise ValueError(f"backend='step' handles one token, got a sequence of length S={S}")
+        B, _, H, DK = q.shape
         if initial_state is None:
-            B, _, H, DK = q.shape
             initial_state = mLSTMState.zeros(B, H, DK, v.shape[-1], device=q.device)
+        elif resets is not None:
+            keep = (~resets[:, 0]).to(initial_state.C.dtype)[:, None]
+            initial_state = mLSTMState(initial_state.C * keep[..., None, None], initial_state.n * keep[..., None],
+                                       initial_state.m * keep)
         h, state = mlstm_step(q[:, 0], k[:, 0], v[:, 0], i[:, 0], f[:, 0], initial_state, **kwargs)
         h = h[:, None]
     elif backend == "chunkwise":
-        h, state = mlstm_chunkwise(q, k, v, i, f, initial_state, chunk_size=chunk_size, **kwargs)
+        h, state = mlstm_chunkwise(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
     elif backend == "naive_recurrent":
-        h, state = mlstm_recurrent_naive(q, k, v, i, f, initial_state, **kwargs)
+        h, state = mlstm_recurrent_naive(q, k, v, i, f, initial_state, resets=resets, **kwargs)
     else:
-        h, state = mlstm_parallel_naive(q, k, v, i, f, initial_state, **kwargs)
+        h, state = mlstm_parallel_naive(q, k, v, i, f, initial_state, resets=resets, **kwargs)
     return h, (state if output_final_state else None)
 
 
-def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend) -> None:
+def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown mLSTM backend {backend!r}; expected one of {BACKENDS}")
     if input_gate not in INPUT_GATES:
@@ -88,6 +95,18 @@ def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend)
                              f"got {tuple(x.shape)}")
     if initial_state is not None:
         check_state(initial_state, B, H, DK, v.shape[-1])
+    check_resets(resets, B, S, q.device)
+
+
+def check_resets(resets: torch.Tensor | None, B: int, S: int, device: torch.device) -> None:
+    """Raise unless `resets` is None or a bool tensor [B, S] on `device`."""
+    if resets is None:
+        return
+    if not isinstance(resets, torch.Tensor) or resets.dtype != torch.bool:
+        got = resets.dtype if isinstance(resets, torch.Tensor) else type(resets).__name__
+        raise TypeError(f"resets must be a bool tensor [B, S], got {got}")
+    if tuple(resets.shape) != (B, S) or resets.device != device:
+        raise ValueError(f"resets must have shape {(B, S)} on {device}, got {tuple(resets.shape)} on {resets.device}")
 
 
 def check_state(state: mLSTMState, B: int, H: int, DK: int, DV: int, where: str = "initial_state") -> None:

@@ -11,14 +11,18 @@ A length that is not a multiple of L runs as whole chunks followed by one shorte
 import torch
 import torch.nn.functional as F
 
+from .common import cut_at_resets, segment_sum
 from .state import mLSTMState
 
 
 def mlstm_chunkwise(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
     initial_state: mLSTMState | None = None, *, input_gate: str = "exp", eps: float = 1e-6, chunk_size: int = 64,
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, mLSTMState]:
     """mLSTM over a whole sequence. Layout as in `xlstm_engine.ops.mlstm.mlstm`; returns (h, final state).
+
+    resets [B, S] (bool, optional): the memory is emptied before these tokens (packed documents).
 
     Runs in float32 for half-precision inputs (float64 stays float64); h is cast back to q's dtype.
     """
@@ -33,25 +37,31 @@ def mlstm_chunkwise(
         state = initial_state.to(dtype)
 
     exp_gate = input_gate == "exp"
+    resets = None if resets is None else resets[:, None, :].expand_as(lf)  # [B, H, S]
     S_full = S // chunk_size * chunk_size
     hs = []
     for start, end, L in ((0, S_full, chunk_size), (S_full, S, S - S_full)):
         if end > start:
-            h, state = _chunks(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end],
-                               li[..., start:end], lf[..., start:end], state, L, exp_gate, eps)
+            h, state = _chunks(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], li[..., start:end],
+                               lf[..., start:end], None if resets is None else resets[..., start:end], state, L,
+                               exp_gate, eps)
             hs.append(h)
     h = torch.cat(hs, dim=2) if len(hs) > 1 else hs[0]
     return h.transpose(1, 2).to(out_dtype), state
 
 
-def _chunks(q, k, v, li, lf, state: mLSTMState, L: int, exp_gate: bool, eps: float):
-    """Chunkwise mLSTM for S a multiple of L. q, k, v [B, H, S, D]; li, lf [B, H, S]."""
+def _chunks(q, k, v, li, lf, resets, state: mLSTMState, L: int, exp_gate: bool, eps: float):
+    """Chunkwise mLSTM for S a multiple of L. q, k, v [B, H, S, D]; li, lf, resets (or None) [B, H, S]."""
     B, H, S, DK = q.shape
     NC = S // L
     q = q.reshape(B, H, NC, L, DK) * DK**-0.5
     k = k.reshape(B, H, NC, L, DK)
     v = v.reshape(B, H, NC, L, -1)
     li, lf = li.reshape(B, H, NC, L), lf.reshape(B, H, NC, L)
+    # after a reset: nothing older passes (lf = -inf there), and the stabilizer restarts as from an empty memory
+    restart = None
+    if resets is not None:
+        lf, restart = cut_at_resets(lf, resets.reshape(B, H, NC, L))
 
     b = lf.cumsum(-1)  # log decay from the chunk start to j, inclusive
     g = b[..., -1]  # log decay over the whole chunk
@@ -70,6 +80,8 @@ def _chunks(q, k, v, li, lf, state: mLSTMState, L: int, exp_gate: bool, eps: flo
     for c in range(NC):
         C_in.append(C), n_in.append(n), m_in.append(m)
         m_new = torch.maximum(g[..., c] + m, m_local[..., c]) if exp_gate else torch.zeros_like(m)
+        if exp_gate and restart is not None:
+            m_new = torch.maximum(m_new, restart[..., c, -1])
         decay = torch.exp(g[..., c] + m - m_new)
         weight = torch.exp(m_local[..., c] - m_new)
         C = decay[..., None, None] * C + weight[..., None, None] * C_local[:, :, c]
@@ -82,6 +94,8 @@ def _chunks(q, k, v, li, lf, state: mLSTMState, L: int, exp_gate: bool, eps: flo
     D = segment_sum(lf) + li[..., None, :]  # [B, H, NC, L, L]
     log_w_in = b + m_in[..., None]  # log weight of the entering memory at row j
     m_row = torch.maximum(log_w_in, D.max(-1).values) if exp_gate else torch.zeros_like(b)
+    if exp_gate and restart is not None:
+        m_row = torch.maximum(m_row, restart)
     scores = (q @ k.transpose(-1, -2)) * torch.exp(D - m_row[..., None])
     w_in = torch.exp(log_w_in - m_row)
     num = scores @ v + w_in[..., None] * (q @ C_in)
@@ -90,14 +104,3 @@ def _chunks(q, k, v, li, lf, state: mLSTMState, L: int, exp_gate: bool, eps: flo
     h = num / den[..., None]
     return h.reshape(B, H, S, -1), final
 
-
-def segment_sum(lf: torch.Tensor) -> torch.Tensor:
-    """[..., L] -> [..., L, L] with entry (j, l) = sum_{l<r<=j} lf_r for l <= j, and -inf above the diagonal.
-
-    A masked cumsum, not b_j - b_l: the difference of two long sums cancels, in value and in gradient.
-    """
-    L = lf.shape[-1]
-    strictly_lower = torch.ones(L, L, dtype=torch.bool, device=lf.device).tril(-1)
-    sums = lf[..., :, None].expand(*lf.shape, L).masked_fill(~strictly_lower, 0).cumsum(-2)
-    return sums.masked_fill(~strictly_lower.logical_or(torch.eye(L, dtype=torch.bool, device=lf.device)),
-                            float("-inf"))

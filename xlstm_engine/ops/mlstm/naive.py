@@ -9,6 +9,7 @@ Layout: q, k [B, S, H, DK]; v [B, S, H, DV]; i, f [B, S, H] gate pre-activations
 import torch
 import torch.nn.functional as F
 
+from .common import cut_at_resets, segment_sum
 from .state import mLSTMState
 
 
@@ -27,13 +28,20 @@ def _initial_state(q: torch.Tensor, v: torch.Tensor, initial_state: mLSTMState |
 def mlstm_recurrent_naive(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
     initial_state: mLSTMState | None = None, *, input_gate: str = "exp", eps: float = 1e-6,
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, mLSTMState]:
-    """The stabilized recurrence, one time step at a time. Returns (h, final state)."""
+    """The stabilized recurrence, one time step at a time. Returns (h, final state).
+
+    resets [B, S] (bool, optional): the memory is emptied (C, n, m = 0) before these tokens.
+    """
     C, n, m = _initial_state(q, v, initial_state)
     li, lf = _log_gates(i, f, input_gate)
     scale = q.shape[-1] ** -0.5
     hs = []
     for t in range(q.shape[1]):
+        if resets is not None:
+            keep = (~resets[:, t]).to(q.dtype)[:, None]  # [B, 1]
+            C, n, m = C * keep[..., None, None], n * keep[..., None], m * keep
         # the sigmoid input gate needs no stabilizer: every weight is <= 1, so m stays 0
         m_new = torch.maximum(lf[:, t] + m, li[:, t]) if input_gate == "exp" else torch.zeros_like(m)
         f_t = torch.exp(lf[:, t] + m - m_new)  # [B, H]
@@ -51,21 +59,24 @@ def mlstm_recurrent_naive(
 def mlstm_parallel_naive(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor,
     initial_state: mLSTMState | None = None, *, input_gate: str = "exp", eps: float = 1e-6,
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, mLSTMState]:
     """The quadratic form: an S x S decay matrix, like causal attention. Returns (h, final state)."""
     C0, n0, m0 = _initial_state(q, v, initial_state)
     li, lf = (x.transpose(1, 2) for x in _log_gates(i, f, input_gate))  # [B, H, S]
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, S, D]
-    S = q.shape[2]
     q = q * q.shape[-1] ** -0.5
 
+    restart = None
+    if resets is not None:  # nothing passes a reset; after it the stabilizer restarts as from an empty memory
+        lf, restart = cut_at_resets(lf, resets[:, None, :].expand_as(lf))
     F_cum = lf.cumsum(-1)  # log decay from the start to t, inclusive
-    # log weight of token j in the memory at time t: sum_{j<r<=t} lf_r + li_j, a masked cumsum
-    causal = torch.ones(S, S, dtype=torch.bool, device=q.device).tril()
-    D = lf[..., :, None].expand(*lf.shape, S).masked_fill(~causal.tril(-1), 0).cumsum(-2)
-    D = (D + li[..., None, :]).masked_fill(~causal, float("-inf"))  # [B, H, S, S]
+    # log weight of token j in the memory at time t: sum_{j<r<=t} lf_r + li_j
+    D = segment_sum(lf) + li[..., None, :]  # [B, H, S, S]
     log_w0 = F_cum + m0[..., None]  # log weight of the initial memory at time t
     m = torch.maximum(log_w0, D.max(-1).values) if input_gate == "exp" else torch.zeros_like(log_w0)  # [B, H, S]
+    if input_gate == "exp" and restart is not None:
+        m = torch.maximum(m, restart)
 
     W = torch.exp(D - m[..., None])
     w0 = torch.exp(log_w0 - m)
