@@ -3,7 +3,10 @@
 The official one is `xlstm.blocks.slstm.src.vanilla.slstm_forward` (the "vanilla" backend of `xlstm`)
 differentiated by autograd, fed the same values in its own layout. Prints a markdown table.
 
-    python benchmarks/bench_slstm_op.py [--reps 5] [--threads 2] [--function slstm]
+    python benchmarks/bench_slstm_op.py [--reps 5] [--threads 2] [--function slstm] [--doc-len 64]
+
+With --doc-len, our op gets resets (packed documents) at random document starts, about one per doc-len tokens
+per row (the others still run on unpacked sequences).
 """
 
 import argparse
@@ -39,10 +42,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--function", default="slstm", choices=["slstm", "lstm"])
     parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive loop")
+    parser.add_argument("--no-official", action="store_true", help="skip the official package")
+    parser.add_argument("--doc-len", type=float, default=None, help="resets for ours: mean document length")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    oracle = official(args.function)
-    print(f"sLSTM op ({args.function}), CPU, {args.threads} threads, float32, forward + backward, median of "
+    oracle = None if args.no_official else official(args.function)
+    packed = "" if args.doc_len is None else f", resets every ~{args.doc_len:g} tokens"
+    print(f"sLSTM op ({args.function}{packed}), CPU, {args.threads} threads, float32, forward + backward, median of "
           f"{args.reps}; times in ms\n")
     print("| B | S | H | D | recurrent | naive | official vanilla | naive / recurrent | official / recurrent |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -50,9 +56,10 @@ def main():
         x = torch.randn(B, S, 4, H, D, requires_grad=True)
         R = (torch.randn(H, D, 4, D) / D**0.5).requires_grad_()
         state = sLSTMState.zeros(B, H, D)
+        resets = None if args.doc_len is None else torch.rand(B, S) < 1.0 / args.doc_len
 
-        def ours(backend, x=x, R=R):
-            h, s = slstm(x, R, output_final_state=True, backend=backend, function=args.function)
+        def ours(backend, x=x, R=R, resets=resets):
+            h, s = slstm(x, R, output_final_state=True, backend=backend, function=args.function, resets=resets)
             (h.sum() + s.c.sum()).backward()
 
         def theirs(x=x, R=R, state=state):

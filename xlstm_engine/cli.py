@@ -1,4 +1,4 @@
-"""Command line: `xlstm-engine demo | convert`."""
+"""Command line: `xlstm-engine train | demo | convert`."""
 
 import argparse
 import dataclasses
@@ -62,9 +62,32 @@ def convert(args: argparse.Namespace) -> None:
     print(f"wrote {args.dst} ({model.config.weight_mode} layout, {model.lm_head.weight.dtype})")
 
 
+def train(args: argparse.Namespace) -> None:
+    """Train from a YAML config with key.path=value overrides; with no config, the parity experiment."""
+    from .train import load_config
+    from .train import train as run
+    from .train.experiment import parity_comparison
+
+    configs = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    if len(configs) > 1:
+        sys.exit(f"give at most one config file, got {configs}")
+    if not configs:
+        parity_comparison(overrides)
+        return
+    config = load_config(configs[0], overrides)
+    results = run(config, resume=args.resume)
+    for split, metrics in results.items():
+        print(f"{split}: loss {metrics['loss']:.4f} acc {metrics['acc']:.4f} (step {metrics['step']})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="xlstm-engine", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("train", help=train.__doc__.split("\n")[0])
+    p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key.path=value ...]")
+    p.add_argument("--resume", action="store_true", help="continue from training.out_dir/checkpoint.pt")
+    p.set_defaults(run=train)
     p = commands.add_parser("demo", help=demo.__doc__.split("\n")[0])
     p.add_argument("--prompt-len", type=int, default=300)
     p.add_argument("--new-tokens", type=int, default=20)

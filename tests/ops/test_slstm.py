@@ -2,6 +2,7 @@
 against the official xlstm package."""
 
 import functools
+import sys
 
 import pytest
 import torch
@@ -188,6 +189,17 @@ def test_naive_matches_official(init, function):
     assert_close("dR", R.grad, ours["dR"])
 
 
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize(("B", "S", "H"), [(1, 9, 1), (3, 1, 1)])
+def test_input_not_modified(B, S, H, function):
+    """Where x's layout is already the fast path's (B = H = 1, or S = H = 1), x is not written to."""
+    inputs = make_inputs(B=B, S=S, H=H, init="positive")  # h0 != 0: step 0 writes x_0 + h0 R too
+    x = inputs["x"].clone()
+    out = run(inputs, "recurrent", function)
+    assert torch.equal(inputs["x"], x)
+    assert_all_close(run(inputs, "naive", function), out)
+
+
 def test_zero_initial_state_is_default():
     x = make_inputs(S=20, init="none")
     zeros = sLSTMState.zeros(3, 2, 5, dtype=torch.float64)
@@ -252,3 +264,172 @@ def _bad(**changes):
 def test_bad_input(changes, message):
     with pytest.raises((ValueError, TypeError), match=message):
         _bad(**changes)
+
+
+# ---- resets (packed documents) ----
+
+
+def make_resets(B=3, S=100, seed=0):
+    """Random resets [B, S], different per row: row 0 resets at t = 0 and at the last step, row 1 never at t = 0,
+    the last row not at all; about one step in 8 elsewhere."""
+    g = torch.Generator().manual_seed(seed)
+    resets = torch.rand(B, S, generator=g) < 0.125
+    resets[0, 0] = resets[0, S - 1] = True
+    if B > 1:
+        resets[1, 0] = False
+    if B > 2:
+        resets[-1] = False
+    return resets
+
+
+def run_resets(inputs, resets, backend, function="slstm"):
+    """`run` with resets: outputs, final state and the gradients of a random projection of all of them."""
+    x = {name: t.detach().clone().requires_grad_() for name, t in inputs.items()}
+    state = sLSTMState(x["h0"], x["c0"], x["n0"], x["m0"]) if "h0" in x else None
+    h, final = slstm(x["x"], x["R"], initial_state=state, output_final_state=True, function=function,
+                     backend=backend, resets=resets)
+    outputs = dict(h=h, **{f"{name}S": t for name, t in zip("hcnm", final, strict=True)})
+    g = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)).sum() for t in outputs.values())
+    loss.backward()
+    return dict(**outputs, **{f"d{name}": t.grad for name, t in x.items()})
+
+
+def small_chunks(monkeypatch):
+    """Make the fast backward work in chunks of 16 steps (at these sizes it takes the whole sequence at once)."""
+    monkeypatch.setattr(sys.modules["xlstm_engine.ops.slstm.recurrent"], "_CHUNK_ELEMENTS", 1)
+
+
+@pytest.mark.parametrize("backend", ["naive", "recurrent", "recurrent-chunks"])
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("init", ["none", "mixed"])
+def test_resets_equal_separate_documents(init, function, backend, monkeypatch):
+    """A packed row with resets at document starts: every document gives the outputs of running it alone from a
+    zero state (the first one, if its row is not reset at t = 0, from the initial state), the last one also its
+    final state; dx per document, dR summed over documents, the initial state's gradient is zero where t = 0 is
+    reset. The loss is the same random projection, split by document."""
+    if backend == "recurrent-chunks":
+        small_chunks(monkeypatch)
+        backend = "recurrent"
+    B, S = 3, 64
+    inputs = make_inputs(B=B, S=S, init=init)
+    resets = make_resets(B, S, seed=2)
+    resets[1, 17] = resets[1, 18] = True  # a one-token document
+    packed = run_resets(inputs, resets, backend, function)
+    g = torch.Generator().manual_seed(1)
+    weights = {name: torch.randn(packed[name].shape, generator=g, dtype=torch.float64)
+               for name in ("h", "hS", "cS", "nS", "mS")}
+    dR = torch.zeros_like(inputs["R"])
+    for b in range(B):
+        starts = [0, *(t for t in range(1, S) if resets[b, t])]
+        for k, (t0, t1) in enumerate(zip(starts, [*starts[1:], S], strict=True)):
+            x = inputs["x"][b:b + 1, t0:t1].clone().requires_grad_()
+            R = inputs["R"].clone().requires_grad_()
+            state = None
+            if k == 0 and not resets[b, 0] and "h0" in inputs:
+                state = sLSTMState(*(inputs[n][b:b + 1].clone().requires_grad_() for n in ("h0", "c0", "n0", "m0")))
+            h, final = slstm(x, R, initial_state=state, output_final_state=True, function=function, backend=backend)
+            assert_close("h", packed["h"][b:b + 1, t0:t1], h)
+            loss = (h * weights["h"][b:b + 1, t0:t1]).sum()
+            if t1 == S:
+                for name, t in zip("hcnm", final, strict=True):
+                    assert_close(f"{name}S", packed[f"{name}S"][b:b + 1], t)
+                    loss = loss + (t * weights[f"{name}S"][b:b + 1]).sum()
+            loss.backward()
+            assert_close("dx", packed["dx"][b:b + 1, t0:t1], x.grad)
+            dR += R.grad
+            if state is not None:
+                for name, t in zip(("dh0", "dc0", "dn0", "dm0"), state, strict=True):
+                    grad = torch.zeros_like(t) if t.grad is None else t.grad  # the LSTM's n0, m0 may be unused
+                    assert_close(name, packed[name][b:b + 1], grad)
+        if resets[b, 0] and "h0" in inputs:
+            for name in ("dh0", "dc0", "dn0", "dm0"):
+                assert torch.equal(packed[name][b], torch.zeros_like(packed[name][b])), name
+    assert_close("dR", dR, packed["dR"])
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize(("S", "chunked"), [(1, False), (7, False), (100, False), (100, True)])
+def test_resets_match_naive(S, chunked, function, init, monkeypatch):
+    """The fast path with random resets (at t = 0, the last step, several per row, per row different) against the
+    reference: outputs, final states, gradients of x, R and the initial state; also with chunks of 16 steps in
+    the backward (resets at and next to chunk boundaries)."""
+    if chunked:
+        small_chunks(monkeypatch)
+    inputs = make_inputs(S=S, init=init)
+    resets = make_resets(3, S, seed=S)
+    ref = run_resets(inputs, resets, "naive", function)
+    out = run_resets(inputs, resets, "recurrent", function)
+    assert_all_close(ref, out)
+    if "dh0" in out:  # no gradient through a reset at t = 0
+        assert all(torch.equal(out[name][0], torch.zeros_like(out[name][0])) for name in ("dh0", "dc0", "dn0", "dm0"))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("split", [1, 37, 99])
+def test_resets_state_passing(split, function):
+    """With resets (one exactly at the split in row 0), running [0, split) and then [split, S) from the carried
+    state equals one call."""
+    inputs = make_inputs(S=100)
+    x, R = inputs["x"], inputs["R"]
+    resets = make_resets(3, 100, seed=5)
+    resets[0, split] = True
+    state = sLSTMState(inputs["h0"], inputs["c0"], inputs["n0"], inputs["m0"])
+    h_full, s_full = slstm(x, R, initial_state=state, output_final_state=True, function=function, resets=resets)
+    h1, s1 = slstm(x[:, :split], R, initial_state=state, output_final_state=True, function=function,
+                   resets=resets[:, :split])
+    h2, s2 = slstm(x[:, split:], R, initial_state=s1, output_final_state=True, function=function,
+                   resets=resets[:, split:])
+    assert_close("h", h_full, torch.cat([h1, h2], 1))
+    for name, a, b in zip("hcnm", s_full, s2, strict=True):
+        assert_close(name, a, b)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_resets_everywhere_and_nowhere(function):
+    """No resets (all False) is the same as resets=None, bit for bit; resets at every step make every step a
+    first step: each output depends on its own token only."""
+    inputs = make_inputs(S=20)
+    none = run(inputs, "recurrent", function)
+    assert_all_close(none, run_resets(inputs, torch.zeros(3, 20, dtype=torch.bool), "recurrent", function), ratio=0.0)
+    every = torch.ones(3, 20, dtype=torch.bool)
+    ref = run_resets(inputs, every, "naive", function)
+    assert_all_close(ref, run_resets(inputs, every, "recurrent", function))
+    alone = slstm(inputs["x"].flatten(0, 1)[:, None], inputs["R"], function=function)[0]
+    assert_close("h", ref["h"], alone.view_as(ref["h"]))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize(("i_shift", "f_shift"), [(-30.0, -30.0), (-30.0, 30.0), (30.0, -30.0), (30.0, 30.0)])
+def test_resets_extreme_gates(i_shift, f_shift, function):
+    """Resets next to gate pre-activations around +-30 (float64) stay finite and match the reference."""
+    inputs = make_inputs(S=50, i_shift=i_shift, f_shift=f_shift)
+    resets = make_resets(3, 50, seed=3)
+    assert_all_close(run_resets(inputs, resets, "naive", function), run_resets(inputs, resets, "recurrent", function))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_resets_float32(function):
+    """float32 inputs with resets against float64 on the same values."""
+    x = make_inputs(S=100, dtype=torch.float32)
+    resets = make_resets(3, 100)
+    out = run_resets(x, resets, "recurrent", function)
+    ref = run_resets({n: t.double() for n, t in x.items()}, resets, "naive", function)
+    for name in ref:
+        assert_close(name, ref[name], out[name], ratio=1e-5)
+
+
+@pytest.mark.parametrize(("resets", "message"), [
+    ([[True] * 5] * 3, "resets must be a bool tensor"),
+    (torch.zeros(3, 5), "resets must be a bool tensor"),
+    (torch.zeros(3, 5, dtype=torch.long), "resets must be a bool tensor"),
+    (torch.zeros(3, 4, dtype=torch.bool), r"resets must have shape \(3, 5\)"),
+    (torch.zeros(5, 3, dtype=torch.bool), r"resets must have shape \(3, 5\)"),
+    (torch.zeros(3, 5, 1, dtype=torch.bool), r"resets must have shape \(3, 5\)"),
+    (torch.zeros(3, 5, dtype=torch.bool, device="meta"), "resets is on meta"),
+])
+@pytest.mark.parametrize("backend", ["recurrent", "naive"])
+def test_bad_resets(resets, message, backend):
+    with pytest.raises((ValueError, TypeError), match=message):
+        _bad(resets=resets, backend=backend)

@@ -7,49 +7,17 @@ known embedding_dim) is built; `from_dict` / `from_yaml` reject unknown keys by 
 """
 
 import copy
-import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from .base import ConfigMixin, require
 
 ACTIVATIONS = ("gelu", "relu", "relu^2", "sigmoid", "swish", "selu")
 SLSTM_BACKENDS = ("cuda", "vanilla")  # both run this library's fastest sLSTM: no compile step
 SLSTM_FUNCTIONS = ("slstm", "lstm")
 SLSTM_BIAS_INITS = ("powerlaw_blockdependent", "small_init", "standard", "zeros")
 SLSTM_RECURRENT_INITS = ("zeros", "standard")
-
-
-class ConfigMixin:
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        """Build from a (nested) dict such as a parsed YAML. An unknown or misspelled key raises ValueError."""
-        return _from_dict(cls, d, cls.__name__)
-
-    @classmethod
-    def from_yaml(cls, text_or_path: str | Path):
-        """Build from YAML text or a YAML file (needs PyYAML)."""
-        try:
-            import yaml
-        except ImportError as e:
-            raise ImportError("from_yaml needs PyYAML: pip install pyyaml") from e
-        is_path = isinstance(text_or_path, Path) or (
-            "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml")))
-        text = Path(text_or_path).read_text() if is_path else text_or_path
-        data = yaml.safe_load(text)
-        return cls.from_dict({} if data is None else data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The public fields (no derived `_` fields), nested, as from_dict takes them."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if not f.name.startswith("_")}
-
-
-def _plain(value):
-    if isinstance(value, ConfigMixin):
-        return value.to_dict()
-    return copy.deepcopy(value)
 
 
 @dataclass
@@ -84,12 +52,12 @@ class mLSTMLayerConfig(UpProjConfigMixin, ConfigMixin):
         self._inner_embedding_dim = self._proj_up_dim
         if self.embedding_dim > 0:
             inner = self._inner_embedding_dim
-            _require(inner > 0, f"mLSTM inner dim (proj_factor * embedding_dim, rounded) is {inner}; must be > 0")
-            _require(self.num_heads >= 1 and inner % self.num_heads == 0,
+            require(inner > 0, f"mLSTM inner dim (proj_factor * embedding_dim, rounded) is {inner}; must be > 0")
+            require(self.num_heads >= 1 and inner % self.num_heads == 0,
                      f"mLSTM num_heads={self.num_heads} must divide the inner dim {inner}")
-            _require(self.qkv_proj_blocksize >= 1 and inner % self.qkv_proj_blocksize == 0,
+            require(self.qkv_proj_blocksize >= 1 and inner % self.qkv_proj_blocksize == 0,
                      f"mLSTM qkv_proj_blocksize={self.qkv_proj_blocksize} must divide the inner dim {inner}")
-        _require(self.conv1d_kernel_size >= 0, f"conv1d_kernel_size must be >= 0, got {self.conv1d_kernel_size}")
+        require(self.conv1d_kernel_size >= 0, f"conv1d_kernel_size must be >= 0, got {self.conv1d_kernel_size}")
 
     @property
     def inner_dim(self) -> int:
@@ -149,17 +117,17 @@ class sLSTMLayerConfig(ConfigMixin):
         self.hidden_size = self.embedding_dim
         if self.num_heads <= 0:
             self.num_heads = 1
-        _require(self.backend in SLSTM_BACKENDS, f"unknown sLSTM backend {self.backend!r}; expected one of "
+        require(self.backend in SLSTM_BACKENDS, f"unknown sLSTM backend {self.backend!r}; expected one of "
                  f"{SLSTM_BACKENDS} (both run this library's PyTorch sLSTM)")
-        _require(self.function in SLSTM_FUNCTIONS,
+        require(self.function in SLSTM_FUNCTIONS,
                  f"unknown sLSTM function {self.function!r}; expected one of {SLSTM_FUNCTIONS}")
-        _require(self.bias_init in SLSTM_BIAS_INITS,
+        require(self.bias_init in SLSTM_BIAS_INITS,
                  f"unknown sLSTM bias_init {self.bias_init!r}; expected one of {SLSTM_BIAS_INITS}")
-        _require(self.recurrent_weight_init in SLSTM_RECURRENT_INITS, f"unknown sLSTM recurrent_weight_init "
+        require(self.recurrent_weight_init in SLSTM_RECURRENT_INITS, f"unknown sLSTM recurrent_weight_init "
                  f"{self.recurrent_weight_init!r}; expected one of {SLSTM_RECURRENT_INITS}")
-        _require(self.conv1d_kernel_size >= 0, f"conv1d_kernel_size must be >= 0, got {self.conv1d_kernel_size}")
+        require(self.conv1d_kernel_size >= 0, f"conv1d_kernel_size must be >= 0, got {self.conv1d_kernel_size}")
         if self.embedding_dim > 0:
-            _require(self.embedding_dim % self.num_heads == 0,
+            require(self.embedding_dim % self.num_heads == 0,
                      f"sLSTM num_heads={self.num_heads} must divide embedding_dim={self.embedding_dim}")
         # the official dtype defaults, kept for compatibility
         self.dtype_b = self.dtype_b or self.dtype
@@ -187,9 +155,9 @@ class FeedForwardConfig(UpProjConfigMixin, ConfigMixin):
 
     def __post_init__(self):
         self._set_proj_up_dim(self.embedding_dim)
-        _require(self.act_fn in ACTIVATIONS, f"unknown activation act_fn={self.act_fn!r}; expected one of "
+        require(self.act_fn in ACTIVATIONS, f"unknown activation act_fn={self.act_fn!r}; expected one of "
                  f"{ACTIVATIONS}")
-        _require(self.ff_type == "ffn_gated", f"unknown ff_type {self.ff_type!r}; expected 'ffn_gated'")
+        require(self.ff_type == "ffn_gated", f"unknown ff_type {self.ff_type!r}; expected 'ffn_gated'")
 
 
 @dataclass
@@ -221,23 +189,23 @@ class xLSTMBlockStackConfig(ConfigMixin):
     _block_map: str = None
 
     def __post_init__(self):
-        _require(isinstance(self.num_blocks, int) and self.num_blocks >= 1,
+        require(isinstance(self.num_blocks, int) and self.num_blocks >= 1,
                  f"num_blocks must be a positive int, got {self.num_blocks!r}")
-        _require(isinstance(self.embedding_dim, int) and self.embedding_dim >= 1,
+        require(isinstance(self.embedding_dim, int) and self.embedding_dim >= 1,
                  f"embedding_dim must be a positive int, got {self.embedding_dim!r}")
-        _require(self.mlstm_block is not None or self.slstm_block is not None,
+        require(self.mlstm_block is not None or self.slstm_block is not None,
                  "the stack needs an mlstm_block or an slstm_block config")
         if self.mlstm_block is None or self.slstm_at == "all":
             self.slstm_at = list(range(self.num_blocks))
-        _require(isinstance(self.slstm_at, list | tuple), f"slstm_at must be a list of block indices or 'all', "
+        require(isinstance(self.slstm_at, list | tuple), f"slstm_at must be a list of block indices or 'all', "
                  f"got {self.slstm_at!r}")
         self.slstm_at = list(self.slstm_at)
         for idx in self.slstm_at:
-            _require(isinstance(idx, int) and 0 <= idx < self.num_blocks,
+            require(isinstance(idx, int) and 0 <= idx < self.num_blocks,
                      f"slstm_at entry {idx!r} is out of range for num_blocks={self.num_blocks} "
                      f"(0..{self.num_blocks - 1})")
-        _require(len(set(self.slstm_at)) == len(self.slstm_at), f"slstm_at has duplicates: {self.slstm_at}")
-        _require(not self.slstm_at or self.slstm_block is not None,
+        require(len(set(self.slstm_at)) == len(self.slstm_at), f"slstm_at has duplicates: {self.slstm_at}")
+        require(not self.slstm_at or self.slstm_block is not None,
                  f"slstm_at={self.slstm_at} places sLSTM blocks, but slstm_block is None")
         if self.mlstm_block is not None:
             block = self.mlstm_block = copy.deepcopy(self.mlstm_block)
@@ -275,65 +243,6 @@ class xLSTMLMModelConfig(xLSTMBlockStackConfig):
     add_embedding_dropout: bool = False
 
     def __post_init__(self):
-        _require(isinstance(self.vocab_size, int) and self.vocab_size >= 1,
+        require(isinstance(self.vocab_size, int) and self.vocab_size >= 1,
                  f"vocab_size must be a positive int, got {self.vocab_size!r}")
         super().__post_init__()
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def _from_dict(cls, d: Any, path: str):
-    if not isinstance(d, dict):
-        raise TypeError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(d).__name__}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        known = sorted(name for name in fields if not name.startswith("_"))
-        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {known}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in d.items():
-        nested = _config_class(hints[key])
-        if nested is not None and value is not None:
-            kwargs[key] = _from_dict(nested, value, f"{path}.{key}")
-        else:
-            kwargs[key] = _check_type(value, hints[key], f"{path}.{key}")
-    return cls(**kwargs)
-
-
-def _config_class(hint) -> type | None:
-    """The config dataclass inside a hint like `mLSTMBlockConfig | None`."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    return next((t for t in options if isinstance(t, type) and issubclass(t, ConfigMixin)), None)
-
-
-def _check_type(value, hint, path: str):
-    """Check a scalar against its field's hint (bool, int, float, str, Literal, list, dict, and unions of these)."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    for option in options:
-        origin = typing.get_origin(option)
-        if option is type(None) and value is None:
-            return value
-        if origin is Literal and value in typing.get_args(option):
-            return value
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is str and isinstance(value, str):
-            return value
-        if (option is list or origin is list) and isinstance(value, list):
-            return value
-        if option is dict and isinstance(value, dict):
-            return value
-    expected = " or ".join(repr(typing.get_args(o)) if typing.get_origin(o) is Literal else getattr(o, "__name__",
-                                                                                                    str(o))
-                           for o in options)
-    raise ValueError(f"{path}: got {value!r}, expected {expected}")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import xLSTMLargeConfig
-from ..ops.mlstm import check_state, mlstm, mLSTMState
+from ..ops.mlstm import check_resets, check_state, mlstm, mLSTMState
 from .checks import check_token_ids
 from .components import FeedForward, MultiHeadLayerNorm, RMSNorm, soft_cap
 from .runtime import RuntimeOptions
@@ -30,15 +30,15 @@ class mLSTMLayer(nn.Module):
                                                  force_float32=config.norm_reduction_force_float32)
         self.out_proj = nn.Linear(v, config.embedding_dim, bias=config.use_bias)
 
-    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions
-                ) -> tuple[torch.Tensor, mLSTMState]:
+    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions,
+                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMState]:
         """x [B, S, d] -> y [B, S, d], new state."""
         c = self.config
         q, k, v, o = self.qkv_opreact(x).split([c.qk_dim, c.qk_dim, c.v_dim, c.v_dim], dim=-1)
         i, f = soft_cap(self.ifgate_preact(x), c.gate_soft_cap).split(c.num_heads, dim=-1)  # [B, S, H] each
         q, k, v = (t.unflatten(-1, (c.num_heads, -1)) for t in (q, k, v))  # [B, S, H, D]
         h, state = mlstm(q, k, v, i, f, initial_state=state, output_final_state=True, eps=c.eps,
-                         chunk_size=runtime.chunk_size, backend=runtime.backend)
+                         chunk_size=runtime.chunk_size, backend=runtime.backend, resets=resets)
         return self.out_proj(torch.sigmoid(o) * self.multihead_norm(h)), state
 
 
@@ -53,9 +53,9 @@ class mLSTMBlock(nn.Module):
         self.norm_ffn = RMSNorm(config.embedding_dim, **norm)
         self.ffn = FeedForward(config.embedding_dim, config.ffn_dim, use_bias=config.use_bias)
 
-    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions
-                ) -> tuple[torch.Tensor, mLSTMState]:
-        h, state = self.mlstm_layer(self.norm_mlstm(x), state, runtime)
+    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions,
+                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMState]:
+        h, state = self.mlstm_layer(self.norm_mlstm(x), state, runtime, resets)
         x = x + h
         return x + self.ffn(self.norm_ffn(x)), state
 
@@ -68,13 +68,13 @@ class xLSTMLargeBackbone(nn.Module):
         self.out_norm = RMSNorm(config.embedding_dim, eps=config.norm_eps, use_bias=config.use_bias,
                                 force_float32=config.norm_reduction_force_float32) if config.add_out_norm else None
 
-    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None, runtime: RuntimeOptions
-                ) -> tuple[torch.Tensor, xLSTMLargeState]:
+    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None, runtime: RuntimeOptions,
+                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMLargeState]:
         """input_ids [B, S] -> normed hidden states [B, S, d], new state."""
         x = self.embeddings(input_ids)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
-            x, block_state = block(x, block_state, runtime)
+            x, block_state = block(x, block_state, runtime, resets)
             new_state.append(block_state.to(runtime.state_dtype))
         return (x if self.out_norm is None else self.out_norm(x)), tuple(new_state)
 
@@ -95,8 +95,8 @@ class xLSTMLarge(nn.Module):
         self.lm_head = nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
         self.reset_parameters()
 
-    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *, logits_to_keep: int = 0
-                ) -> tuple[torch.Tensor, xLSTMLargeState]:
+    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *, logits_to_keep: int = 0,
+                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMLargeState]:
         """Logits of the tokens and the state after them.
 
         Args:
@@ -104,6 +104,8 @@ class xLSTMLarge(nn.Module):
             state (tuple of mLSTMState, optional): from a previous call; starts empty when None.
             logits_to_keep (int): if > 0, return logits only for the last `logits_to_keep` positions, so a long
                 prompt never materializes `[B, S, vocab_size]`. Default: 0 (all positions).
+            resets (BoolTensor, optional): `[B, S]`; documents start at these tokens and the state is emptied
+                there, so packed documents run exactly as if alone.
 
         Returns:
             logits `[B, S or logits_to_keep, vocab_size]` (float32) and the new state.
@@ -111,6 +113,7 @@ class xLSTMLarge(nn.Module):
         B, S = check_token_ids(input_ids, self.config.vocab_size)
         if state is not None:
             self.check_state(state, B)
+        check_resets(resets, B, S, input_ids.device)
         if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
             raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}")
         keep_from = max(S - logits_to_keep, 0) if logits_to_keep else 0
@@ -119,7 +122,8 @@ class xLSTMLarge(nn.Module):
         logits = []
         for start in range(0, S, segment):
             end = min(start + segment, S)
-            hidden, state = self.backbone(input_ids[:, start:end], state, self.runtime)
+            hidden, state = self.backbone(input_ids[:, start:end], state, self.runtime,
+                                          None if resets is None else resets[:, start:end])
             if end > keep_from:
                 logits.append(self.logits(hidden[:, max(keep_from - start, 0):]))
         return (logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)), state

@@ -29,9 +29,9 @@ class xLSTMBlock(nn.Module):
         else:
             self.ffn_norm = self.ffn = None
 
-    def forward(self, x: torch.Tensor, state: mLSTMLayerState | sLSTMLayerState | None, runtime: RuntimeOptions
-                ) -> tuple[torch.Tensor, mLSTMLayerState | sLSTMLayerState]:
-        h, state = self.xlstm(self.xlstm_norm(x), state, runtime)
+    def forward(self, x: torch.Tensor, state: mLSTMLayerState | sLSTMLayerState | None, runtime: RuntimeOptions,
+                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMLayerState | sLSTMLayerState]:
+        h, state = self.xlstm(self.xlstm_norm(x), state, runtime, resets)
         x = x + h
         if self.ffn is not None:
             x = x + self.ffn(self.ffn_norm(x))

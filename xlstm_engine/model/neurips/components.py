@@ -80,12 +80,33 @@ class CausalConv1d(nn.Module):
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=True)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, S, D], state [B, K-1, D] or None -> y [B, S, D], new state [B, K-1, D]."""
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, resets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, S, D], state [B, K-1, D] or None -> y [B, S, D], new state [B, K-1, D].
+
+        resets [B, S] (bool, optional): a document starts at these tokens; no output sees inputs (or state)
+        from before the start of its document, and the new state holds only the last document's inputs.
+        """
         history = self.kernel_size - 1
         x = F.pad(x, (0, 0, history, 0)) if state is None else torch.cat([state.to(x.dtype), x], dim=1)
-        y = F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.conv.groups).transpose(1, 2)
-        return y, x[:, x.shape[1] - history:]
+        if resets is None:
+            y = F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.conv.groups)
+            return y.transpose(1, 2), x[:, x.shape[1] - history:]
+        S = resets.shape[1]
+        # distance of each position (history included) to the start of its document; "far" without a reset
+        position = torch.arange(-history, S, device=x.device)
+        far = -(2 * self.kernel_size + S)  # a "start" before all history
+        start = torch.where(resets, position[history:], far).cummax(-1).values  # [B, S]
+        start = torch.cat([start.new_full((start.shape[0], history), far), start], dim=1)
+        since_start = position - start  # [B, K-1+S]
+        w = self.conv.weight[:, 0]  # [D, K]; w[:, K-1] multiplies the current input
+        y = self.conv.bias.expand(*x.shape[:1], S, -1)
+        for lag in range(self.kernel_size):  # y_t += w_lag x_{t-lag}, if x_{t-lag} is in t's document
+            valid = since_start[:, history:] >= lag
+            y = y + w[:, history - lag] * x[:, history - lag:history - lag + S] * valid[..., None]
+        last_start = start[:, -1:]  # the last document's start; older history is dropped from the state
+        new_state = x[:, S:] * (position[S:] >= last_start)[..., None]
+        return y, new_state
 
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()  # PyTorch's default, as the official code (which never redraws it)

@@ -152,13 +152,13 @@ class sLSTMLayer(nn.Module):
         self.group_norm = MultiHeadLayerNorm(E, weight=config.group_norm_weight)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, state: sLSTMLayerState | None, runtime: RuntimeOptions
-                ) -> tuple[torch.Tensor, sLSTMLayerState]:
-        """x [B, S, E] -> y [B, S, E], new state."""
+    def forward(self, x: torch.Tensor, state: sLSTMLayerState | None, runtime: RuntimeOptions,
+                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, sLSTMLayerState]:
+        """x [B, S, E] -> y [B, S, E], new state. resets [B, S]: documents start there (packed sequences)."""
         c = self.config
         conv_state, cell_state = (None, None) if state is None else state
         if c.conv1d_kernel_size > 0:
-            x_c, conv_state = self.conv1d(x, conv_state)
+            x_c, conv_state = self.conv1d(x, conv_state, resets)
             x_c = F.silu(x_c)
         else:
             x_c = x
@@ -169,7 +169,8 @@ class sLSTMLayer(nn.Module):
                            torch.stack([self.zgate.weight, self.ogate.weight]))
         gates = torch.cat([i_f, z_o], dim=2) + self.slstm_cell.bias  # [B, S, 4, H, D]
         h, cell_state = slstm(gates, self.slstm_cell.recurrent_kernel, initial_state=cell_state,
-                              output_final_state=True, function=c.function, backend=runtime.slstm_backend)
+                              output_final_state=True, function=c.function, backend=runtime.slstm_backend,
+                              resets=resets)
         return self.group_norm(self.dropout(h)), sLSTMLayerState(conv_state, cell_state)
 
     def reset_parameters(self) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...config.neurips import xLSTMBlockStackConfig, xLSTMLMModelConfig
+from ...ops.mlstm import check_resets
 from ...ops.mlstm import check_state as check_mlstm_state
 from ...ops.slstm import check_state as check_slstm_state
 from ..checks import check_token_ids
@@ -32,22 +33,27 @@ class xLSTMBlockStack(nn.Module):
         self.post_blocks_norm = LayerNorm(config.embedding_dim) if config.add_post_blocks_norm else nn.Identity()
         self.reset_parameters()
 
-    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, resets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """x [B, S, E] -> y [B, S, E]: the official call (extra keyword arguments are ignored, as there)."""
-        return self.forward_with_state(x)[0]
+        return self.forward_with_state(x, resets=resets)[0]
 
-    def forward_with_state(self, x: torch.Tensor, state: xLSTMStackState | None = None
-                           ) -> tuple[torch.Tensor, xLSTMStackState]:
-        """Process x [B, S, E] (any S >= 1) in parallel from `state` (None: empty). Returns y and the new state."""
+    def forward_with_state(self, x: torch.Tensor, state: xLSTMStackState | None = None,
+                           resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
+        """Process x [B, S, E] (any S >= 1) in parallel from `state` (None: empty). Returns y and the new state.
+
+        resets [B, S] (bool, optional): documents start at these tokens; every layer's state (conv history
+        included) is emptied there, so packed documents run exactly as if alone.
+        """
         if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.config.embedding_dim \
                 or x.shape[1] == 0 or not x.is_floating_point():
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a float tensor [B, S, {self.config.embedding_dim}] with S >= 1, got {got}")
         if state is not None:
             self.check_state(state, x.shape[0])
+        check_resets(resets, *x.shape[:2], x.device)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
-            x, block_state = block(x, block_state, self.runtime)
+            x, block_state = block(x, block_state, self.runtime, resets)
             new_state.append(_cast(block_state, self.runtime.state_dtype))
         return self.post_blocks_norm(x), tuple(new_state)
 
@@ -108,15 +114,16 @@ class xLSTMLMModel(nn.Module):
     def runtime(self) -> RuntimeOptions:
         return self.xlstm_block_stack.runtime
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx [B, S] -> logits [B, S, vocab_size]."""
-        return self.forward_with_state(idx)[0]
+    def forward(self, idx: torch.Tensor, resets: torch.Tensor | None = None) -> torch.Tensor:
+        """idx [B, S] -> logits [B, S, vocab_size]. resets [B, S]: documents start there (packed sequences)."""
+        return self.forward_with_state(idx, resets=resets)[0]
 
-    def forward_with_state(self, idx: torch.Tensor, state: xLSTMStackState | None = None
-                           ) -> tuple[torch.Tensor, xLSTMStackState]:
+    def forward_with_state(self, idx: torch.Tensor, state: xLSTMStackState | None = None,
+                           resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
         """idx [B, S] from `state` -> logits [B, S, vocab_size], new state."""
         check_token_ids(idx, self.config.vocab_size)
-        x, state = self.xlstm_block_stack.forward_with_state(self.emb_dropout(self.token_embedding(idx)), state)
+        x, state = self.xlstm_block_stack.forward_with_state(self.emb_dropout(self.token_embedding(idx)), state,
+                                                             resets)
         return self.lm_head(x), state
 
     def step(self, idx: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:

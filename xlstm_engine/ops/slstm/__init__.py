@@ -1,6 +1,6 @@
 """The sLSTM op: one entry point, a reference and a fast implementation with one calling convention.
 
-    h, state = slstm(x, R, initial_state=None, output_final_state=False, function="slstm")
+    h, state = slstm(x, R, initial_state=None, output_final_state=False, function="slstm", resets=None)
 
 Layout (batch-major, as the input projection produces it):
     x [B, S, 4, H, D] gate pre-activations in the order (i, f, z, o), bias included
@@ -8,6 +8,7 @@ Layout (batch-major, as the input projection produces it):
         raw[b, t, g, h, j] = x[b, t, g, h, j] + sum_k h_{t-1}[b, h, k] R[h, k, g, j]
     h [B, S, H, D]
     state: sLSTMState(h, c, n, m), each [B, H, D]
+    resets [B, S] bool (optional): zero the state of sequence b just before step t (packed documents)
 The math is in README.md.
 """
 
@@ -25,7 +26,7 @@ __all__ = ["BACKENDS", "FUNCTIONS", "check_state", "sLSTMState", "slstm", "slstm
 
 def slstm(
     x: torch.Tensor, R: torch.Tensor, *, initial_state: sLSTMState | None = None, output_final_state: bool = False,
-    function: str = "slstm", backend: str = "auto",
+    function: str = "slstm", backend: str = "auto", resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, sLSTMState | None]:
     """Run the sLSTM cell over a sequence.
 
@@ -37,17 +38,20 @@ def slstm(
         function (str): "slstm" (exponential input gate, stabilized) or "lstm" (classic LSTM cell, n and m
             carried unchanged). Default: "slstm".
         backend (str): one of `BACKENDS`. "auto" takes "recurrent"; "naive" is the reference. Default: "auto".
+        resets (Tensor, optional): bool `[B, S]`, for packed documents. Where `resets[b, t]` is True, the state
+            (h, c, n, m) of sequence b is set to zero just before step t, which then runs as the first step of a
+            fresh sequence (at t = 0 this replaces the initial state). No gradient flows through a reset.
 
     Returns:
         h `[B, S, H, D]` in x's dtype, and the final state (in float32, or float64 for float64 x) or None.
     """
-    _check_inputs(x, R, initial_state, function, backend)
+    _check_inputs(x, R, initial_state, function, backend, resets)
     impl = slstm_naive if backend == "naive" else slstm_recurrent
-    h, state = impl(x, R, initial_state, function=function)
+    h, state = impl(x, R, initial_state, function=function, resets=resets)
     return h, (state if output_final_state else None)
 
 
-def _check_inputs(x, R, initial_state, function, backend) -> None:
+def _check_inputs(x, R, initial_state, function, backend, resets=None) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown sLSTM backend {backend!r}; expected one of {BACKENDS}")
     if function not in FUNCTIONS:
@@ -74,6 +78,16 @@ def _check_inputs(x, R, initial_state, function, backend) -> None:
                 raise TypeError(f"initial_state.{name} must be a floating-point tensor, got dtype {t.dtype}")
             if t.device != x.device:
                 raise ValueError(f"initial_state.{name} is on {t.device} but x is on {x.device}")
+    if resets is not None:
+        if not isinstance(resets, torch.Tensor):
+            raise TypeError(f"resets must be a bool tensor, got {type(resets).__name__}")
+        if resets.dtype != torch.bool:
+            raise TypeError(f"resets must be a bool tensor, got dtype {resets.dtype}")
+        if tuple(resets.shape) != (B, S):
+            raise ValueError(f"resets must have shape {(B, S)} (B, S) to match x {tuple(x.shape)}, "
+                             f"got {tuple(resets.shape)}")
+        if resets.device != x.device:
+            raise ValueError(f"resets is on {resets.device} but x is on {x.device}")
 
 
 def check_state(state: sLSTMState, B: int, H: int, D: int, where: str = "initial_state") -> None:

@@ -12,8 +12,12 @@ from .state import sLSTMState
 
 def slstm_naive(
     x: torch.Tensor, R: torch.Tensor, initial_state: sLSTMState | None = None, *, function: str = "slstm",
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, sLSTMState]:
-    """One time step at a time. Returns (h in x's dtype, final state in the compute dtype)."""
+    """One time step at a time. Returns (h in x's dtype, final state in the compute dtype).
+
+    `resets` [B, S] bool: where True, the state (h, c, n, m) of that sequence is set to zero just before the step.
+    """
     B, S, _, H, D = x.shape
     dtype = torch.promote_types(x.dtype, torch.float32)
     if initial_state is None:
@@ -22,6 +26,9 @@ def slstm_naive(
     xc, R = x.to(dtype), R.to(dtype)
     hs = []
     for t in range(S):
+        if resets is not None:  # a fresh, empty memory; torch.where passes no gradient to the state it replaces
+            r = resets[:, t, None, None]
+            h, c, n, m = (torch.where(r, 0.0, v) for v in (h, c, n, m))
         raw = xc[:, t] + torch.einsum("bhk,hkgj->bghj", h, R)  # [B, 4, H, D]
         i_raw, f_raw, z_raw, o_raw = raw.unbind(1)
         if function == "slstm":

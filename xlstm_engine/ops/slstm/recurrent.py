@@ -16,7 +16,17 @@ step needs are then adjacent or strided slots: (i, lf) for the stabilizer, (i, i
 (n, c) update, (z, o) for the output gradients. The history `[S + 1, H, B, 4, D]` holds (h, n, c, m) after every
 step (row 0 is the initial state). Memory: the pre-activations and the history are kept for the backward, 8
 numbers per step and channel; the backward adds dx and chunk-sized buffers.
+
+Resets (packed documents): before a step where some sequence is reset, its carried state is set in place (after
+it was saved: the history keeps the outputs) to (h, n, c, m) = (0, 0, 0, -inf) for the sLSTM, zeros for the LSTM:
+one multiply by a 0/1 mask, and for the sLSTM one add of 0/-inf to m. m = -inf makes the plain step compute the
+first step of a fresh sequence exactly: lf = -inf, so m = max(i, lf) = i (the first-step rule), i = 1 and f = 0
+(no clamp needed). The backward takes the same states before the steps (one op per chunk) and cuts the gradient
+of the state before a reset: the coefficients there cut (dm, dn, dc) (see _RESET_FILL), and dh_{t-1} is cut by
+one multiply of the (stored) draw by the mask. Steps without a reset, and calls without resets, run as before.
 """
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,27 +39,61 @@ _CHUNK_ELEMENTS = 1 << 16
 
 def slstm_recurrent(
     x: torch.Tensor, R: torch.Tensor, initial_state: sLSTMState | None = None, *, function: str = "slstm",
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, sLSTMState]:
-    """x [B, S, 4, H, D] (i, f, z, o); R [H, D, 4, D]. Returns (h [B, S, H, D] in x's dtype, final state)."""
+    """x [B, S, 4, H, D] (i, f, z, o); R [H, D, 4, D]; resets [B, S] bool or None (see slstm).
+
+    Returns (h [B, S, H, D] in x's dtype, final state).
+    """
     B, _, _, H, D = x.shape
     dtype = torch.promote_types(x.dtype, torch.float32)
     if initial_state is None:
         initial_state = sLSTMState.zeros(B, H, D, dtype=dtype, device=x.device)
-    h, *state = _sLSTMFunction.apply(x.to(dtype), R.to(dtype), *initial_state.to(dtype), function == "lstm")
+    reset_steps = None
+    if resets is not None:
+        reset_steps = resets.any(0).tolist()  # one bool per step: does any sequence reset there
+        if not any(reset_steps):
+            resets, reset_steps = None, None
+    h, *state = _sLSTMFunction.apply(x.to(dtype), R.to(dtype), *initial_state.to(dtype), function == "lstm",
+                                     resets, reset_steps)
     return h.to(x.dtype), sLSTMState(*state)
+
+
+class _Resets(NamedTuple):
+    """The resets as the loops use them, for a state [H, B, 4, D] before step t."""
+
+    steps: list[bool]  # [S]: does any sequence reset before step t
+    mask: torch.Tensor  # [S, 1, B, 1, 1] bool
+    keep: torch.Tensor  # [S, 1, B, 1, 1] 1 - mask in the compute dtype
+    ninf: torch.Tensor | None  # [S, 1, B, 1] -inf where reset, else 0: added to m after the multiply (sLSTM only)
+
+    @classmethod
+    def make(cls, resets: torch.Tensor, steps: list[bool], dtype: torch.dtype, lstm: bool) -> "_Resets":
+        S, B = len(steps), resets.shape[0]
+        mask = resets.t().reshape(S, 1, B, 1, 1)
+        ninf = None if lstm else torch.zeros(S, 1, B, 1, dtype=dtype, device=resets.device).masked_fill_(
+            mask.view(S, 1, B, 1), -float("inf"))
+        return cls(steps, mask, (~mask).to(dtype), ninf)
 
 
 class _sLSTMFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, R, h0, c0, n0, m0, lstm: bool):
+    def forward(ctx, x, R, h0, c0, n0, m0, lstm: bool, resets, reset_steps):
         B, S, _, H, D = x.shape
         Rk = R.reshape(H, D, 4 * D)
-        X = x.permute(1, 3, 0, 2, 4).contiguous()  # [S, H, B, 4, D]: x_t, then the pre-activations x_t + h_{t-1} R
+        # [S, H, B, 4, D]: x_t, then the pre-activations x_t + h_{t-1} R. Always a copy (the loop writes into it;
+        # `.contiguous()` would return x itself where the permutation is trivial, as for B = H = 1)
+        X = x.new_empty(S, H, B, 4, D).copy_(x.permute(1, 3, 0, 2, 4))
         St = x.new_empty(S + 1, H, B, 4, D)  # history of (h, n, c, m); row 0 is the initial state
         St[0] = torch.stack((h0, n0, c0, m0), dim=2).transpose(0, 1)
-        (_lstm_forward if lstm else _slstm_forward)(X, Rk, St)
-        ctx.save_for_backward(X, Rk, St)
-        ctx.lstm = lstm
+        # The history holds the states after each step, before any reset (the outputs); only row 0, the initial
+        # state, is stored after its reset.
+        rs = None if resets is None else _Resets.make(resets, reset_steps, x.dtype, lstm)
+        if rs is not None and reset_steps[0]:
+            torch.where(rs.mask[0], _reset_fill(x, lstm).view(1, 1, 4, 1), St[0], out=St[0])
+        (_lstm_forward if lstm else _slstm_forward)(X, Rk, St, rs)
+        ctx.save_for_backward(X, Rk, St, *((None, None) if rs is None else (rs.mask, rs.keep)))
+        ctx.lstm, ctx.reset_steps = lstm, reset_steps
         h, n, c, m = St[S].transpose(0, 1).unbind(2)  # [B, H, D]
         return St[1:, :, :, 0].permute(2, 0, 1, 3).contiguous(), h.contiguous(), c.contiguous(), n.contiguous(), \
             m.contiguous()
@@ -57,9 +101,10 @@ class _sLSTMFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dh_seq, dhS, dcS, dnS, dmS):
-        X, Rk, St = ctx.saved_tensors
+        X, Rk, St, mask, keep = ctx.saved_tensors
         S, H, B, _, D = X.shape
-        lstm = ctx.lstm
+        lstm, reset_steps = ctx.lstm, ctx.reset_steps
+        rs = None if reset_steps is None else _Resets(reset_steps, mask, keep, None)
         gout = dh_seq.permute(1, 2, 0, 3)  # [S, H, B, D], a view
         # gradient of the state after the current step: (dm, dn, dc, dh) for the sLSTM, (dc, dh) for the LSTM
         TOT = X.new_empty(2 if lstm else 4, H, B, D)
@@ -70,6 +115,7 @@ class _sLSTMFunction(torch.autograd.Function):
         coefficients, step = (_lstm_coefficients, _lstm_backward) if lstm else (_slstm_coefficients, _slstm_backward)
         T = min(S, max(16, _CHUNK_ELEMENTS // (H * B * D)))
         rule_always = bool((St[0, :, :, 1] < 0).any())  # see _slstm_forward
+        fill = None if rs is None else _reset_fill(X, lstm).view(4, 1, 1, 1, 1)
         DR = X.new_empty(H, T, B, 4, D)  # gradient of the pre-activations of one chunk of steps, head-major
         dx = X.new_empty(B, S, 4, H, D)
         dR = torch.zeros_like(Rk)
@@ -79,18 +125,29 @@ class _sLSTMFunction(torch.autograd.Function):
             # the pre-activations of steps t0..t1-1 and the states around them, gate-major
             G = X[t0:t1].permute(3, 0, 1, 2, 4).contiguous()  # [(i, f, z, o), T, H, B, D]
             P = St[t0:t1 + 1].permute(3, 0, 1, 2, 4).contiguous()  # [(h, n, c, m), T + 1, H, B, D]
+            before, after = P[:, :-1], P[:, 1:]  # the states before and after each step
             dr = DR[:, :t1 - t0]
+            reset = reset_steps is not None and any(reset_steps[t0:t1])
+            if reset:  # the states as the steps saw them, after their resets
+                chunk_mask = mask[t0:t1].view(1, t1 - t0, 1, B, 1)
+                before = torch.where(chunk_mask, fill, before)
             rule = slice(None) if rule_always else slice(0, 1) if t0 == 0 else None
-            step(coefficients(G, P, rule), gout, dr, TOT, RT, t0, t1)
-            h_prev = P[0, :-1].transpose(0, 1).reshape(H, -1, D)  # [H, T B, D]
+            C = coefficients(G, before, after, rule)  # [T, K, H, B, D]
+            if reset:  # the last coefficient, f, carries (dn, dc) back through the step: cut at the resets
+                C[:, -1].masked_fill_(chunk_mask[0], 0.0)
+            step(C, gout, dr, TOT, RT, t0, t1, rs)
+            h_prev = before[0].transpose(0, 1).reshape(H, -1, D)  # [H, T B, D]
             dR.baddbmm_(h_prev.transpose(1, 2), dr.reshape(H, -1, 4 * D))
             dx[:, t0:t1] = dr.permute(2, 1, 3, 0, 4)
         if lstm:
             dc0, dh0 = (t.transpose(0, 1) for t in TOT)
-            dn0, dm0 = dnS, dmS
+            dn0, dm0 = dnS, dmS  # carried unchanged, unless a reset zeroed them
+            if rs is not None:
+                reset_rows = mask.any(0).view(B, 1, 1)
+                dn0, dm0 = dn0.masked_fill(reset_rows, 0.0), dm0.masked_fill(reset_rows, 0.0)
         else:
             dm0, dn0, dc0, dh0 = (t.transpose(0, 1) for t in TOT)
-        return dx, dR.view(H, D, 4, D), dh0, dc0, dn0, dm0, None
+        return dx, dR.view(H, D, 4, D), dh0, dc0, dn0, dm0, None, None, None
 
 
 def _neg_log_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -111,10 +168,11 @@ def _forward_buffers(X: torch.Tensor, St: torch.Tensor):
     return W, views, X.view(X.shape[0], H, B, -1).unbind(0), St.unbind(0)
 
 
-def _slstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor) -> None:
+def _slstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor, rs: _Resets | None) -> None:
     n0 = St[0, :, :, 1]
     # The first-step rule (m = i where n = 0) can only bind where n = 0. From n >= 0 every step leaves n > 0
     # (n = f n + i with i = 1 or f = 1), so the rule is needed at step 0 only, unless some n starts negative.
+    # (After a reset, m = -inf applies it without a check; see _RESET_FILL.)
     rule_at_start = bool((n0 == 0).any())
     rule_always = bool((n0 < 0).any())
     W, views, xs, history = _forward_buffers(X, St)
@@ -128,17 +186,17 @@ def _slstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor) -> None:
         torch.maximum(wi, wf, out=m)
         rule = rule_always or (rule_at_start and t == 0)
         if rule:
-            m.copy_(torch.where(n_p == 0, wi, m))
+            torch.where(n_p == 0, wi, m, out=m)
         w_if.sub_(m1).exp_()  # (i, f) = exp((i, lf) - m)
         if rule:
             w_if.clamp_(max=1.0)  # only the first-step rule can leave f > 1
         wz.tanh_().mul_(wi)
         torch.addcmul(w_i_iz, wf1, nc_p, out=nc)  # (n, c) = f (n, c) + (i, i tanh z)
         torch.div(c, n, out=h).mul_(wo.sigmoid_())
-        history[t + 1].copy_(new)
+        _save_and_reset(new, m, history, t + 1, rs)
 
 
-def _lstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor) -> None:
+def _lstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor, rs: _Resets | None) -> None:
     W, views, xs, history = _forward_buffers(X, St)  # n and m are carried unchanged in the buffers
     wi, wf, wz, wo = W.unbind(2)
     w_if = W[:, :, 0:2]
@@ -151,13 +209,42 @@ def _lstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor) -> None:
         wz.tanh_().mul_(wi)
         torch.addcmul(wz, wf, c_p, out=c)
         torch.tanh(c, out=h).mul_(wo)
-        history[t + 1].copy_(new)
+        _save_and_reset(new, None, history, t + 1, rs)
+
+
+# What a reset writes into the state (h, n, c, m) (by a multiply and, for m, an add in the loop; the carried state
+# is finite, so that the multiply by 0 is exact). For the sLSTM m = -inf instead of 0: the step after it then
+# computes exactly what the definition (m = 0, then the first-step rule) gives, with no extra op: lf = -inf, so
+# m = max(i, lf) = i, i = 1, f = exp(lf - m) = 0. In the backward's coefficients (d = i - lf = +inf) the same
+# values give i = 1, w = 1 and f = 0, hence Pn = Pc = 0 and dm_{t-1} = dm - (dm w + dn Pn + dc Pc) = 0: no
+# gradient reaches m before the reset, and f = 0 stops (dn, dc). The -inf never leaves the op: the history keeps
+# the states before resets, and the step overwrites m. The LSTM carries m unchanged, so it resets it to 0.
+_RESET_FILL = {False: (0.0, 0.0, 0.0, -float("inf")), True: (0.0, 0.0, 0.0, 0.0)}
+
+
+def _reset_fill(like: torch.Tensor, lstm: bool) -> torch.Tensor:
+    return like.new_tensor(_RESET_FILL[lstm])
+
+
+def _save_and_reset(new: torch.Tensor, m: torch.Tensor | None, history, t: int, rs: _Resets | None) -> None:
+    """Store the state `new` [H, B, 4, D] after step t - 1 in the history, then reset the sequences reset before
+    step t (if t < S): (h, n, c) = 0, m = -inf (sLSTM; `m` is the view of its slot) or 0 (LSTM)."""
+    history[t].copy_(new)
+    if rs is not None and t < len(rs.steps) and rs.steps[t]:
+        new.mul_(rs.keep[t])  # masked_fill_ or where with this broadcast mask are several times slower
+        if m is not None:
+            m.add_(rs.ninf[t])
 
 
 # The backward of one step maps the gradient of its output state linearly to the gradient of its pre-activations
 # (draw, stored in DR) and of its input state (updated in place in TOT). The coefficients of that map are computed
 # for the steps t0..t1-1 at once, as C [T, K, H, B, D]; each step copies its row into a fixed buffer, so that the
 # views its ops need are made once.
+#
+# At a step t with a reset, the draw is that of a step from the reset state (the chunk's states before the steps
+# are taken after their resets), and the gradient of the state before it is cut: (dm, dn, dc) by the coefficients
+# (see _RESET_FILL), dh_{t-1} by zeroing the draw of those sequences after it is stored, so that
+# dh_{t-1} = draw Rᵀ + gout is the output gradient alone.
 
 
 def _backward_buffers(C: torch.Tensor, DR: torch.Tensor, gout: torch.Tensor):
@@ -166,14 +253,15 @@ def _backward_buffers(C: torch.Tensor, DR: torch.Tensor, gout: torch.Tensor):
     return C.new_empty(C.shape[1:]), draw, draw.view(H, B, 4 * D), C.unbind(0), gout.unbind(0), DR.unbind(1)
 
 
-def _slstm_coefficients(G: torch.Tensor, P: torch.Tensor, rule: slice | None) -> torch.Tensor:
-    """G: pre-activations (i, f, z, o) [4, T, H, B, D]; P: states (h, n, c, m) [4, T + 1, H, B, D].
+def _slstm_coefficients(G: torch.Tensor, before: torch.Tensor, after: torch.Tensor, rule: slice | None):
+    """G: pre-activations (i, f, z, o) [4, T, H, B, D]; before, after: the states (h, n, c, m) [4, T, H, B, D]
+    before each step (after its reset) and after it.
 
     `rule`: the steps where the first-step rule may bind (see _slstm_forward), or None.
     """
     i_raw, f_raw, z_raw, o_raw = G
-    n_p, c_p, m_p = P[1, :-1], P[2, :-1], P[3, :-1]
-    h, n = P[0, 1:], P[1, 1:]
+    n_p, c_p, m_p = before[1], before[2], before[3]
+    h, n = after[0], after[1]
     d = i_raw - torch.sub(m_p, _neg_log_sigmoid(f_raw))  # i_raw - lf, lf as the forward computes it; m = max(i_raw, lf)
     i = torch.exp(d.clamp(max=0.0))  # exp(i_raw - m)
     f = torch.exp(d.clamp(min=0.0).neg_())  # exp(lf - m)
@@ -194,7 +282,7 @@ def _slstm_coefficients(G: torch.Tensor, P: torch.Tensor, rule: slice | None) ->
     return torch.stack([-h / n, o / n, i * (1 - zt * zt), h * (1 - o), w, Pn, Pc, torch.sigmoid(-f_raw), f], 1)
 
 
-def _slstm_backward(C, gout, DR, TOT, RT, t0, t1) -> None:
+def _slstm_backward(C, gout, DR, TOT, RT, t0, t1, rs: _Resets | None) -> None:
     Cs, draw, draw_flat, rows, gouts, DRs = _backward_buffers(C, DR, gout)
     ba, q_ho, wPnPc, sf, f = Cs[0:2], Cs[2:4], Cs[4:7], Cs[7], Cs[8]
     dm, dnc, dmnc, dch, dh = TOT[0], TOT[1:3], TOT[0:3], TOT[2:4], TOT[3]
@@ -208,16 +296,18 @@ def _slstm_backward(C, gout, DR, TOT, RT, t0, t1) -> None:
         dm.sub_(di)  # dm_{t-1} = d lf
         torch.mul(dm, sf, out=df)
         dnc.mul_(f)
+        DRs[t - t0].copy_(draw)
+        if rs is not None and rs.steps[t]:
+            draw.mul_(rs.keep[t])  # no dh_{t-1} through the reset
         if t > 0:
             torch.baddbmm(gouts[t - 1], draw_flat, RT, out=dh)
         else:
             torch.bmm(draw_flat, RT, out=dh)
-        DRs[t - t0].copy_(draw)
 
 
-def _lstm_coefficients(G: torch.Tensor, P: torch.Tensor, rule: slice | None) -> torch.Tensor:
+def _lstm_coefficients(G: torch.Tensor, before: torch.Tensor, after: torch.Tensor, rule: slice | None):
     z_raw, o_raw = G[2], G[3]
-    c_p, c = P[2, :-1], P[2, 1:]
+    c_p, c = before[2], after[2]
     (i, f), o = torch.sigmoid(G[0:2]), torch.sigmoid(o_raw)
     zt = torch.tanh(z_raw)
     tc = torch.tanh(c)
@@ -226,7 +316,7 @@ def _lstm_coefficients(G: torch.Tensor, P: torch.Tensor, rule: slice | None) -> 
                         tc * o * (1 - o), f], 1)
 
 
-def _lstm_backward(C, gout, DR, TOT, RT, t0, t1) -> None:
+def _lstm_backward(C, gout, DR, TOT, RT, t0, t1, rs: _Resets | None) -> None:
     Cs, draw, draw_flat, rows, gouts, DRs = _backward_buffers(C, DR, gout)
     a, ri_rf, q_ho, f = Cs[0], Cs[1:3], Cs[3:5], Cs[5]
     dc, dh = TOT[0], TOT[1]
@@ -237,8 +327,10 @@ def _lstm_backward(C, gout, DR, TOT, RT, t0, t1) -> None:
         torch.mul(dc, ri_rf, out=draw_if)  # (di, df)
         torch.mul(TOT, q_ho, out=draw_zo)  # (dz, do)
         dc.mul_(f)
+        DRs[t - t0].copy_(draw)
+        if rs is not None and rs.steps[t]:
+            draw.mul_(rs.keep[t])  # no dh_{t-1} through the reset
         if t > 0:
             torch.baddbmm(gouts[t - 1], draw_flat, RT, out=dh)
         else:
             torch.bmm(draw_flat, RT, out=dh)
-        DRs[t - t0].copy_(draw)

@@ -1,0 +1,244 @@
+"""The training loop: one readable function, `train(config)`, for one process or several (torchrun).
+
+Each step draws the global batch of that step (deterministic: any step's batch can be regenerated), splits it
+over processes and accumulation steps, and normalizes the loss by the global number of targets, so that the
+losses and updates do not depend on how the batch is split. Checkpoints hold the model, the optimizer, the step
+and the RNG state, so a resumed run continues exactly as if it had never stopped.
+"""
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint.safetensors_io import atomic_write
+from .config import RunConfig, describe
+from .data import Batch, build_data
+from .distributed import Distributed
+from .models import build_model, forward_logits, param_groups
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+# fields that may change between a checkpoint and its resumption
+RESUMABLE = {"num_steps", "log_every", "checkpoint_every", "out_dir", "val_every_step", "val_batches", "device",
+             "progress_bar"}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a NaN loss, a checkpoint of another config); the message says what to do."""
+
+
+def lr_factor(step: int, config) -> float:
+    """Linear warm-up from 0 (the first update has lr 0, as in the official runs), cosine decay to
+    lr * lr_decay_factor at lr_decay_until_steps, then constant."""
+    warmup, until, floor = config.lr_warmup_steps, config.lr_decay_until_steps, config.lr_decay_factor
+    if step < warmup:
+        return step / warmup
+    if step >= until:
+        return floor
+    progress = (step - warmup) / max(until - warmup, 1)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(config: RunConfig, *, resume: bool = False,
+          on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """Train as `config` says. Returns the last evaluation's metrics per split (and the last train metrics).
+
+    resume: continue from `out_dir/checkpoint.pt` (its config must match, except the fields in RESUMABLE).
+    on_step: called after every optimizer step with (step, train metrics); may raise to stop the run.
+    """
+    tc = config.training
+    dist = Distributed.from_environment(tc.device)
+    out = Path(tc.out_dir)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tc.seed)
+    data = build_data(config.dataset)
+    model = build_model(config, data.vocab_size).to(dist.device, getattr(torch, tc.weight_precision))
+    wrapped = dist.wrap(model, tc)
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
+                                  fused=None)
+    start = 0
+    if resume:
+        start = _load_checkpoint(out / CHECKPOINT, config, wrapped, optimizer, dist)
+    logger = MetricsLog(out / METRICS, truncate_after=start, enabled=dist.is_main)
+    progress = _progress(tc, start, enabled=dist.is_main)
+    autocast = torch.autocast("cuda", dtype=getattr(torch, tc.amp_precision)) \
+        if dist.device.type == "cuda" and tc.enable_mixed_precision else nullcontext()
+    train_metrics, eval_metrics = {}, {}
+    for step in range(start, tc.num_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr * lr_factor(step, tc)
+        batch = data.train_batch(step, tc.batch_size, dist.rank, dist.world_size).to(dist.device)
+        totals = _train_step(wrapped, config, batch, tc.grad_accum_steps, dist, autocast)
+        if not math.isfinite(totals["loss"]):
+            raise TrainingError(f"step {step + 1}: the loss is {totals['loss']}; stopping. The last good checkpoint "
+                                f"(if any) is {out / CHECKPOINT}; lower training.lr or set training.grad_clip.")
+        grad_norm = dist.clip_grad_norm(model, tc.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_metrics = dict(step=step + 1, split="train", **totals, lr=optimizer.param_groups[0]["lr"],
+                             grad_norm=grad_norm)
+        progress.update(train_metrics)
+        if (step + 1) % tc.log_every == 0 or step + 1 == tc.num_steps:
+            logger.write(train_metrics)
+        if (step + 1) % tc.val_every_step == 0 or step + 1 == tc.num_steps:
+            eval_metrics = evaluate(wrapped, config, data, dist, autocast, step + 1)
+            for metrics in eval_metrics.values():
+                logger.write(metrics)
+            progress.note(eval_metrics)
+        last = step + 1 == tc.num_steps
+        if last or (tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0):
+            _save_checkpoint(out / CHECKPOINT, config, wrapped, optimizer, step + 1, dist)
+        if on_step is not None:
+            on_step(step + 1, train_metrics)
+    progress.close()
+    if dist.is_main:
+        logger.plot(out / "metrics.png")
+    dist.close()
+    return {"train": train_metrics, **eval_metrics}
+
+
+def _loss_sums(model, config, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum of the cross-entropy, number of correct predictions, number of targets) over the batch's targets."""
+    logits = forward_logits(model, config, batch.inputs, batch.resets)
+    mask = batch.targets != -1
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=-1, reduction="sum")
+    correct = ((logits.argmax(-1) == batch.targets) & mask).sum()
+    return loss, correct, mask.sum()
+
+
+def _train_step(model, config, batch: Batch, accum: int, dist, autocast) -> dict:
+    """Forward and backward over `accum` micro-batches; gradients are those of the mean loss over the global
+    batch's targets."""
+    targets = dist.all_sum(torch.tensor(float((batch.targets != -1).sum()), device=dist.device))
+    sums = torch.zeros(2, device=dist.device)
+    for index, micro in enumerate(batch.split(accum)):
+        sync = index == accum - 1
+        with dist.no_sync(model, enabled=not sync), autocast:
+            loss, correct, _ = _loss_sums(model, config, micro)
+        # the gradient reduction averages over processes: scale so that the result is the global mean
+        (loss * dist.world_size / targets.clamp(min=1)).backward()
+        sums += torch.stack([loss.detach().float(), correct.float()])
+    sums = dist.all_sum(sums)
+    count = targets.item()
+    return dict(loss=sums[0].item() / max(count, 1), acc=sums[1].item() / max(count, 1), targets=int(count))
+
+
+@torch.no_grad()
+def evaluate(model, config, data, dist, autocast, step: int) -> dict[str, dict]:
+    """Loss and accuracy on every evaluation split."""
+    was_training = model.training
+    model.eval()
+    results = {}
+    for split in data.eval_splits:
+        sums = torch.zeros(3, device=dist.device)
+        for batch in data.eval_batches(split, config.training.batch_size, dist.rank, dist.world_size,
+                                       limit=config.training.val_batches):
+            with autocast:
+                loss, correct, count = _loss_sums(model, config, batch.to(dist.device))
+            sums += torch.stack([loss.float(), correct.float(), count.float()])
+        loss, correct, count = dist.all_sum(sums).tolist()
+        results[split] = dict(step=step, split=split, loss=loss / max(count, 1), acc=correct / max(count, 1),
+                              targets=int(count))
+    model.train(was_training)
+    return results
+
+
+def _save_checkpoint(path: Path, config, model, optimizer, step: int, dist) -> None:
+    model_state, optimizer_state = dist.full_state_dicts(model, optimizer)
+    if not dist.is_main:
+        return
+    payload = dict(step=step, config=describe(config), model=model_state, optimizer=optimizer_state,
+                   rng=torch.get_rng_state(),
+                   cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load_checkpoint(path: Path, config, model, optimizer, dist) -> int:
+    if not path.exists():
+        raise TrainingError(f"cannot resume: {path} does not exist (run without --resume to start)")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    differences = _config_differences(payload["config"], describe(config))
+    if differences:
+        raise TrainingError(f"cannot resume from {path}: it was written with a different config: "
+                            + "; ".join(differences))
+    dist.load_full_state_dicts(model, optimizer, payload["model"], payload["optimizer"])
+    torch.set_rng_state(payload["rng"])
+    if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return payload["step"]
+
+
+def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        path = f"{prefix}{key}"
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, path + ".")
+        elif a != b and not (prefix == "training." and key in RESUMABLE):
+            out.append(f"{path}: checkpoint {a!r}, now {b!r}")
+    return out
+
+
+class MetricsLog:
+    """Metrics as JSON lines; on resume, lines written after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, truncate_after: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            kept = []
+            if truncate_after and path.exists():
+                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= truncate_after]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, metrics: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps({**metrics, "time": round(time.time(), 3)}) + "\n")
+
+    def plot(self, path: Path) -> None:
+        from .plot import plot_metrics
+
+        plot_metrics(self.path, path)
+
+
+class _Progress:
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                warnings.warn("install tqdm for a progress bar (pip install 'xlstm-engine[train]')", stacklevel=3)
+            else:
+                self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+        self.evals = ""
+
+    def update(self, metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"loss {metrics['loss']:.4f} acc {metrics['acc']:.3f}{self.evals}")
+
+    def note(self, evals: dict) -> None:
+        self.evals = "".join(f" | {split} acc {m['acc']:.3f}" for split, m in evals.items())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(tc, start: int, enabled: bool) -> _Progress:
+    return _Progress(tc.num_steps, start, enabled and tc.progress_bar)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
