@@ -1,9 +1,13 @@
 """The default experiment: the xLSTM paper's parity result in a few minutes on a laptop CPU.
 
 Parity (is the number of 2s even?) needs state tracking, which the sLSTM's memory mixing provides and the
-mLSTM's does not. Both models train on sequences of 3-40 tokens and are tested on 3-40 and on 41-256:
-xLSTM[1:1] (one mLSTM and one sLSTM block) generalizes to the longer sequences, xLSTM[1:0] (two mLSTM blocks)
-stays near chance (0.5).
+mLSTM's does not. Both models train on sequences of 3-20 tokens and are tested on 3-20 and on 21-256:
+xLSTM[1:1] (an sLSTM and an mLSTM block) generalizes to the longer sequences, xLSTM[1:0] (two mLSTM blocks)
+stays near chance (0.5). About 40 s per model on 2 CPU cores.
+
+The paper's setting (lengths 3-40, tested on 40-256, 20k steps, the sLSTM as the second block) is the official
+configs' (tests/train/official), run on a GPU: see docs/experiments.md. On this budget the sLSTM goes first, which
+learns the task within a few hundred steps on every seed we tried.
 """
 
 import json
@@ -17,13 +21,13 @@ training:
   batch_size: 64
   lr: 0.01
   seed: 42
-  val_every_step: 250
+  val_every_step: 100
   lr_warmup_steps: 100
   lr_decay_until_steps: ${.num_steps}
   lr_decay_factor: 0.01
   weight_decay: 0.1
   grad_clip: 1.0
-  num_steps: 1000
+  num_steps: 500
   log_every: 10
   out_dir: runs/parity
 model:
@@ -35,7 +39,7 @@ model:
   slstm_block:
     slstm:
       num_heads: 1
-  slstm_at: [1]
+  slstm_at: [0]
   vocab_size: ${dataset.kwargs.vocab_size}
 dataset:
   name: form_language
@@ -44,17 +48,17 @@ dataset:
     vocab_size: 3
     seed: 1
     min_sequence_length: 3
-    max_sequence_length: 40
+    max_sequence_length: 20
     count:
-      trained_lengths: 1024
-      longer: 1024
+      trained_lengths: 512
+      longer: 512
     subpar:
       longer:
-        min_sequence_length: 41
+        min_sequence_length: 21
         max_sequence_length: 256
 """
 
-MODELS = {"xLSTM[1:1]": [1], "xLSTM[1:0]": []}
+MODELS = {"xLSTM[1:1]": [0], "xLSTM[1:0]": []}
 
 
 def parity_comparison(overrides: list[str] = (), out_dir: str | None = None) -> dict[str, dict]:
@@ -63,7 +67,7 @@ def parity_comparison(overrides: list[str] = (), out_dir: str | None = None) -> 
     results = {}
     for name, slstm_at in MODELS.items():
         tag = name.replace("[", "").replace("]", "").replace(":", "")
-        print(f"training {name}: {'mLSTM + sLSTM' if slstm_at else 'mLSTM only'} blocks, parity on lengths 3-40")
+        print(f"training {name}: {'sLSTM + mLSTM' if slstm_at else 'mLSTM only'} blocks, parity on lengths 3-20")
         config = load_config(DEFAULT_CONFIG, [*overrides, f"model.slstm_at={slstm_at}",
                                               f"training.out_dir={root / tag}"])
         results[name] = train(config)
@@ -75,7 +79,7 @@ def parity_comparison(overrides: list[str] = (), out_dir: str | None = None) -> 
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = ["", "parity accuracy (chance 0.50)      lengths 3-40 (trained)   lengths 41-256 (longer)"]
+    lines = ["", "parity accuracy (chance 0.50)      lengths 3-20 (trained)   lengths 21-256 (longer)"]
     for name, metrics in results.items():
         lines.append(f"  {name:<32} {metrics['trained_lengths']['acc']:>14.3f} {metrics['longer']['acc']:>24.3f}")
     return "\n".join(lines) + "\n"
@@ -97,7 +101,7 @@ def _plot(results: dict[str, dict], root: Path) -> None:
             points = [(r["step"], r["acc"]) for r in records if r["split"] == split]
             ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=f"{name}, {split}")
     ax.axhline(0.5, color="gray", lw=0.8)
-    ax.set(xlabel="step", ylabel="accuracy", ylim=(0.3, 1.02), title="parity: trained on lengths 3-40")
+    ax.set(xlabel="step", ylabel="accuracy", ylim=(0.3, 1.02), title="parity: trained on lengths 3-20")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
