@@ -11,7 +11,7 @@ from xlstm_engine.train.config import resolve_references
 from xlstm_engine.train.data import TextData
 from xlstm_engine.train.models import build_model
 
-OFFICIAL = Path(__file__).parent / "official"
+OFFICIAL = Path(__file__).parents[2] / "experiments"
 
 TINY = """
 training:
