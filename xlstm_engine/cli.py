@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -77,6 +78,8 @@ def train(args: argparse.Namespace) -> None:
         return
     config = load_config(configs[0], overrides)
     results = run(config, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     for split, metrics in results.items():
         print(f"{split}: loss {metrics['loss']:.4f} acc {metrics['acc']:.4f} (step {metrics['step']})")
 

@@ -65,6 +65,14 @@ def test_references_and_overrides():
         resolve_references({"a": "${b}", "b": "${a}"})
     config = load_config(TINY, ["training.num_steps=9", "model.embedding_dim=32"])
     assert config.training.lr_decay_until_steps == 9 and config.model["embedding_dim"] == 32
+    # 1e-3 is a float (YAML 1.2), in the file and in an override; PyYAML alone reads the string '1e-3'
+    config = load_config(TINY.replace("lr: 0.01", "lr: 1e-3"), ["training.weight_decay=5E-2"])
+    assert config.training.lr == 1e-3 and config.training.weight_decay == 5e-2
+
+
+def test_text_example_config_loads():
+    config = load_config(OFFICIAL / "text_large.yaml")
+    assert config.architecture == "large" and config.training.lr == 1e-3
 
 
 @pytest.mark.parametrize("name", ["parity_xlstm01", "parity_xlstm10", "parity_xlstm11"])

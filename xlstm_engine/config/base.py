@@ -3,6 +3,7 @@ that names its path."""
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,19 +19,30 @@ class ConfigMixin:
     @classmethod
     def from_yaml(cls, text_or_path: str | Path):
         """Build from YAML text or a YAML file (needs PyYAML)."""
-        try:
-            import yaml
-        except ImportError as e:
-            raise ImportError("from_yaml needs PyYAML: pip install pyyaml") from e
         is_path = isinstance(text_or_path, Path) or (
             "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml")))
         text = Path(text_or_path).read_text() if is_path else text_or_path
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
         return cls.from_dict({} if data is None else data)
 
     def to_dict(self) -> dict[str, Any]:
         """The public fields (no derived `_` fields), nested, as from_dict takes them."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if not f.name.startswith("_")}
+
+
+def load_yaml(text: str):
+    """Parse YAML text (needs PyYAML). `1e-3` reads as a float, as in YAML 1.2 (PyYAML's 1.1 rules give a string)."""
+    try:
+        import yaml
+    except ImportError as e:
+        raise ImportError("reading YAML needs PyYAML: pip install pyyaml") from e
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent_float = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent_float, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # safe: a SafeLoader subclass
 
 
 def _plain(value):

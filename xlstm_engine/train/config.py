@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.base import ConfigMixin, require
+from ..config.base import ConfigMixin, load_yaml, require
 
 ARCHITECTURES = ("neurips", "large")
 DISTRIBUTED = ("ddp", "fsdp")
@@ -89,10 +89,7 @@ def load_config(source: str | Path | dict | None, overrides: list[str] = ()) -> 
     if isinstance(source, dict):
         data = copy.deepcopy(source)
     else:
-        import yaml
-
-        text = Path(source).read_text() if _is_path(source) else source
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(Path(source).read_text() if _is_path(source) else source) or {}
     for override in overrides:
         apply_override(data, override)
     return RunConfig.from_dict(resolve_references(data))
@@ -110,8 +107,6 @@ def _is_path(source) -> bool:
 
 def apply_override(data: dict, override: str) -> None:
     """Set one `dotted.key=value` in `data`; the value is read as YAML (numbers, booleans, lists)."""
-    import yaml
-
     key, sep, value = override.partition("=")
     if not sep or not key:
         raise ValueError(f"override {override!r} must look like key.path=value, e.g. training.num_steps=500")
@@ -121,7 +116,7 @@ def apply_override(data: dict, override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ValueError(f"override {override!r}: {part!r} is not a section")
-    node[last] = yaml.safe_load(value)
+    node[last] = load_yaml(value)
 
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")

@@ -137,15 +137,16 @@ class TextData:
                 f"tokens, fewer than context_length + 1 = {self.context + 1}")
 
     def _stream(self, files: list[Path], separator: str | None) -> TokenStream:
-        tokens, starts = [], []
+        tokens, starts = [], []  # one tensor per document: a Python int per token would cost ~4x the memory
         for file in files:
             text = file.read_text(encoding="utf-8", errors="replace")
             for document in (text.split(separator) if separator else [text]):
                 ids = self.encode(document) + ([] if self.end is None else [self.end])
                 if ids:
-                    tokens += ids
-                    starts += [True] + [False] * (len(ids) - 1)
-        return TokenStream(torch.tensor(tokens, dtype=torch.long), torch.tensor(starts, dtype=torch.bool))
+                    tokens.append(torch.tensor(ids, dtype=torch.long))
+                    starts.append(torch.arange(len(ids)) == 0)
+        require(tokens, f"dataset: the files {[str(f) for f in files]} hold no text")
+        return TokenStream(torch.cat(tokens), torch.cat(starts))
 
     def _rows(self, stream: TokenStream, offsets: torch.Tensor) -> Batch:
         index = offsets[:, None] + torch.arange(self.context + 1)

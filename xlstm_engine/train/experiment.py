@@ -3,11 +3,11 @@
 Parity (is the number of 2s even?) needs state tracking, which the sLSTM's memory mixing provides and the
 mLSTM's does not. Both models train on sequences of 3-20 tokens and are tested on 3-20 and on 21-256:
 xLSTM[1:1] (an sLSTM and an mLSTM block) generalizes to the longer sequences, xLSTM[1:0] (two mLSTM blocks)
-stays near chance (0.5). About 40 s per model on 2 CPU cores.
+stays near chance (0.5). About 45 s per model on 2 CPU cores.
 
 The paper's setting (lengths 3-40, tested on 40-256, 20k steps, the sLSTM as the second block) is the official
-configs' (tests/train/official), run on a GPU: see docs/experiments.md. On this budget the sLSTM goes first, which
-learns the task within a few hundred steps on every seed we tried.
+configs' (experiments/parity_xlstm*.yaml), run on a GPU: see docs/experiments.md. On this budget the sLSTM goes
+first, which learns the task within a few hundred steps on every seed we tried.
 """
 
 import json

@@ -91,7 +91,8 @@ class CausalConv1d(nn.Module):
         x = F.pad(x, (0, 0, history, 0)) if state is None else torch.cat([state.to(x.dtype), x], dim=1)
         if resets is None:
             y = F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.conv.groups)
-            return y.transpose(1, 2), x[:, x.shape[1] - history:]
+            # a copy, not a view: a view would keep the whole padded input alive with the state
+            return y.transpose(1, 2), x[:, x.shape[1] - history:].clone()
         S = resets.shape[1]
         # distance of each position (history included) to the start of its document; "far" without a reset
         position = torch.arange(-history, S, device=x.device)
