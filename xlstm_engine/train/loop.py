@@ -8,6 +8,7 @@ and the RNG state, so a resumed run continues exactly as if it had never stopped
 
 import json
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -220,13 +221,16 @@ class _Progress:
             except ImportError:
                 warnings.warn("install tqdm for a progress bar (pip install 'xlstm-engine[train]')", stacklevel=3)
             else:
-                self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+                # to a log file rather than a terminal: a line every 10 s, not ten a second
+                self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                                mininterval=0.1 if sys.stderr.isatty() else 10)
         self.evals = ""
 
     def update(self, metrics: dict) -> None:
         if self.bar is not None:
+            # refresh=False: redraw at tqdm's own pace, not once per step (a log file would get a line per step)
+            self.bar.set_postfix_str(f"loss {metrics['loss']:.4f} acc {metrics['acc']:.3f}{self.evals}", refresh=False)
             self.bar.update(1)
-            self.bar.set_postfix_str(f"loss {metrics['loss']:.4f} acc {metrics['acc']:.3f}{self.evals}")
 
     def note(self, evals: dict) -> None:
         self.evals = "".join(f" | {split} acc {m['acc']:.3f}" for split, m in evals.items())
