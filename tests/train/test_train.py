@@ -194,6 +194,33 @@ def test_text_training_with_tokenizer_vocabulary_check(tmp_path):
     assert train(config)["train"]["step"] == 2
 
 
+def test_tokenizers_folder(tmp_path):
+    """A `tokenizers` folder: its ids, its end-of-document token, and its vocabulary against the model's."""
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"[UNK]": 0, "</s>": 1, "hello": 2, "world": 3, "again": 4}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    (tmp_path / "tok").mkdir()
+    tokenizer.save(str(tmp_path / "tok" / "tokenizer.json"))
+    (tmp_path / "t.txt").write_text("hello world|again hello|world world again")
+    kwargs = dict(train_files=str(tmp_path / "t.txt"), tokenizer=str(tmp_path / "tok"), context_length=4,
+                  document_separator="|")
+    data = TextData(kwargs)
+    assert data.vocab_size == 5
+    assert data.train.tokens.tolist() == [2, 3, 1, 4, 2, 1, 3, 3, 4, 1]
+    assert data.train.starts.nonzero().flatten().tolist() == [0, 3, 6]
+    config = load_config({
+        "training": dict(batch_size=2, num_steps=1, lr_warmup_steps=1, progress_bar=False, out_dir=str(tmp_path)),
+        "model": dict(num_blocks=1, embedding_dim=16, vocab_size=4, slstm_at=[],
+                      mlstm_block=dict(mlstm=dict(num_heads=2))),
+        "dataset": dict(name="text", kwargs=kwargs),
+    })
+    with pytest.raises(ValueError, match=r"the data's vocabulary \(5 tokens\) exceeds the model's vocab_size"):
+        train(config)
+    with pytest.raises(ValueError, match="neither 'bytes' nor a tokenizers folder"):
+        TextData({**kwargs, "tokenizer": str(tmp_path / "missing")})
+
+
 def test_large_architecture_trains(tmp_path):
     config = load_config({
         "architecture": "large",
