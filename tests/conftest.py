@@ -1,6 +1,12 @@
+import os
+
 import pytest
 import torch
 import torch.utils._device
+
+# without a GPU, Triton kernels run in Triton's interpreter on CPU tensors (set before triton is imported)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # `with torch.device(...)` recognizes factory functions from a cached set; build it from the real ones before
 # the NaN poisoning below replaces torch.empty

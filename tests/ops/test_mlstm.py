@@ -33,7 +33,8 @@ def run(inputs, backend, **kwargs):
     h, (C, n, m) = mlstm(x["q"], x["k"], x["v"], x["i"], x["f"], initial_state=state,
                          output_final_state=True, backend=backend, **kwargs)
     g = torch.Generator().manual_seed(1)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)).sum() for t in (h, C, n, m))
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.device, t.dtype)).sum()
+               for t in (h, C, n, m))
     loss.backward()
     return dict(h=h, C=C, n=n, m=m, **{f"d{name}": x[name].grad for name in GRAD_NAMES})
 

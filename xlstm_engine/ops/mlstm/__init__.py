@@ -8,6 +8,8 @@ Layout (batch-major, heads after the sequence, as the projections produce it):
 The math is in README.md.
 """
 
+import importlib.util
+
 import torch
 
 from .chunkwise import mlstm_chunkwise
@@ -15,7 +17,7 @@ from .naive import mlstm_parallel_naive, mlstm_recurrent_naive
 from .state import mLSTMState
 from .step import mlstm_step
 
-BACKENDS = ("auto", "chunkwise", "step", "naive_recurrent", "naive_parallel")
+BACKENDS = ("auto", "triton", "chunkwise", "step", "naive_recurrent", "naive_parallel")
 INPUT_GATES = ("exp", "sigmoid")
 
 __all__ = ["BACKENDS", "INPUT_GATES", "check_resets", "check_state", "mLSTMState", "mlstm", "mlstm_chunkwise",
@@ -39,7 +41,8 @@ def mlstm(
         input_gate (str): "exp" (xLSTM, stabilized by m) or "sigmoid" (mLSTMsig, m stays 0). Default: "exp".
         eps (float): added to the denominator after the max. Default: 1e-6.
         chunk_size (int): tokens per chunk of the chunkwise form; any S works. Default: 64.
-        backend (str): one of `BACKENDS`. "auto" takes the single-step kernel for S = 1 and the
+        backend (str): one of `BACKENDS`. "auto" takes the single-step kernel for S = 1, the Triton kernels
+            on CUDA without autograd (head dims multiples of 16 up to 512, chunk_size 16-128) and the PyTorch
             chunkwise form otherwise. The naive ones are the references. Default: "auto".
         resets (Tensor, optional): bool `[B, S]`; True empties the memory before that token, so that packed
             documents do not see each other (each runs as from an empty state).
@@ -50,7 +53,11 @@ def mlstm(
     _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets)
     S = q.shape[1]
     if backend == "auto":
-        backend = "step" if S == 1 else "chunkwise"
+        # until the Triton backward lands, training keeps the PyTorch form (the Triton path would recompute it)
+        needs_grad = torch.is_grad_enabled() and any(
+            x.requires_grad for x in (q, k, v, i, f, *(initial_state or ())))
+        fits = not needs_grad and _triton_fits(q, v, chunk_size)
+        backend = "step" if S == 1 else "triton" if fits else "chunkwise"
     kwargs = dict(input_gate=input_gate, eps=eps)
     if backend == "step":
         if S != 1:
@@ -64,6 +71,10 @@ def mlstm(
                                        initial_state.m * keep)
         h, state = mlstm_step(q[:, 0], k[:, 0], v[:, 0], i[:, 0], f[:, 0], initial_state, **kwargs)
         h = h[:, None]
+    elif backend == "triton":
+        from .triton import mlstm_triton  # imported on use: triton is optional (CPU installs lack it)
+
+        h, state = mlstm_triton(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
     elif backend == "chunkwise":
         h, state = mlstm_chunkwise(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
     elif backend == "naive_recurrent":
@@ -71,6 +82,14 @@ def mlstm(
     else:
         h, state = mlstm_parallel_naive(q, k, v, i, f, initial_state, resets=resets, **kwargs)
     return h, (state if output_final_state else None)
+
+
+def _triton_fits(q: torch.Tensor, v: torch.Tensor, chunk_size: int) -> bool:
+    """Whether "auto" takes the Triton kernels: CUDA tensors of shapes they support, and triton installed."""
+    DK, DV = q.shape[-1], v.shape[-1]
+    if not q.is_cuda or DK % 16 or DV % 16 or max(DK, DV) > 512 or chunk_size not in (16, 32, 64, 128):
+        return False
+    return importlib.util.find_spec("triton") is not None
 
 
 def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets) -> None:

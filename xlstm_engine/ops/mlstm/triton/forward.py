@@ -1,0 +1,150 @@
+"""Triton kernels of the chunkwise mLSTM forward (README.md, "Chunkwise form").
+
+Two launches:
+1. `_chunk_states`: one program per (DK tile, DV tile, sequence-head) walks the chunks in order and writes the
+   memory (C, n, m) that enters each chunk, and the final memory. fp32 throughout.
+2. `_chunk_outputs`: one program per (DV tile, chunk, sequence-head) computes the chunk's outputs from the
+   L x L intra-chunk decay matrix and the entering memory, under one stabilizer per row (the recurrent m_t).
+
+Gate preprocessing (log gates, in-chunk cumsums, padding of the gates to whole chunks) happens in PyTorch on
+[B, H, S] tensors, which are small next to q, k, v; q, k, v are read in place ([B, S, H, D], any S, masked).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
+    """a @ b with fp32 accumulation. DOT_F32: upcast the operands first (Triton's interpreter gets bf16 dots
+    wrong; the operands keep their bf16 rounding)."""
+    if DOT_F32:
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        out = tl.dot(a, b, input_precision=PRECISION)
+    return out
+
+
+@triton.jit
+def _chunk_states(
+    K, V, A, G, M_CHUNK, C0, N0, M0, C_IN, N_IN, M_IN, C_OUT, N_OUT, M_OUT,
+    S, H, NC, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+    DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_INITIAL: tl.constexpr, STABILIZE: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    """A, G, M_CHUNK: per-token log weight in the chunk-end memory [BH, NC*L], per-chunk log decay and max of A
+    (joined with the restart of a reset) [BH, NC]. C_IN [BH, NC, DK, DV], N_IN [BH, NC, DK], M_IN [BH, NC]."""
+    pid_k, pid_v, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = pid_bh // H, pid_bh % H
+    rk = pid_k * BK + tl.arange(0, BK)
+    rv = pid_v * BV + tl.arange(0, BV)
+    rl = tl.arange(0, L)
+    mk, mv = rk < DK, rv < DV
+    mkv = mk[:, None] & mv[None, :]
+    state_kv = pid_bh.to(tl.int64) * DK * DV + rk[:, None] * DV + rv[None, :]
+    if HAS_INITIAL:
+        C = tl.load(C0 + state_kv, mask=mkv, other=0.0).to(tl.float32)
+        n = tl.load(N0 + pid_bh.to(tl.int64) * DK + rk, mask=mk, other=0.0).to(tl.float32)
+        m = tl.load(M0 + pid_bh).to(tl.float32)
+    else:
+        C = tl.zeros([BK, BV], dtype=tl.float32)
+        n = tl.zeros([BK], dtype=tl.float32)
+        m = tl.sum(tl.zeros([1], dtype=tl.float32), axis=0)
+    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
+    for c in range(NC):
+        chunk_kv = (pid_bh.to(tl.int64) * NC + c) * DK * DV + rk[:, None] * DV + rv[None, :]
+        tl.store(C_IN + chunk_kv, C, mask=mkv)
+        if pid_v == 0:
+            tl.store(N_IN + (pid_bh.to(tl.int64) * NC + c) * DK + rk, n, mask=mk)
+            if pid_k == 0:
+                tl.store(M_IN + pid_bh * NC + c, m)
+        t = c * L + rl
+        mt = t < S
+        a = tl.load(A + pid_bh.to(tl.int64) * NC * L + t)
+        g = tl.load(G + pid_bh * NC + c)
+        if STABILIZE:  # noqa: SIM108 (a compile-time branch)
+            m_new = tl.maximum(g + m, tl.load(M_CHUNK + pid_bh * NC + c))
+        else:
+            m_new = m * 0.0  # the sigmoid gate keeps m at 0 (an initial m still scales the initial memory)
+        decay = tl.exp(g + m - m_new)
+        weight = tl.exp(a - m_new)  # [L]
+        k = tl.load(k_base + t[:, None] * stride_ks + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+        v = tl.load(v_base + t[:, None] * stride_vs + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        k_weighted = k.to(tl.float32) * weight[:, None]  # [L, BK]
+        C = decay * C + _dot(tl.trans(k_weighted.to(v.dtype)), v, PRECISION, DOT_F32)
+        n = decay * n + tl.sum(k_weighted, axis=0)
+        m = m_new
+    tl.store(C_OUT + state_kv, C, mask=mkv)
+    if pid_v == 0:
+        tl.store(N_OUT + pid_bh.to(tl.int64) * DK + rk, n, mask=mk)
+        if pid_k == 0:
+            tl.store(M_OUT + pid_bh, m)
+
+
+@triton.jit
+def _chunk_outputs(
+    Q, K, V, B_DECAY, B_INFLOW, LOG_I, SEGMENT, RESTART, C_IN, N_IN, M_IN, H_OUT, M_ROW, DEN,
+    S, H, NC, stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+    stride_hb, stride_hs, stride_hh, scale, eps,
+    DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_RESETS: tl.constexpr, STABILIZE: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    """B_DECAY [BH, NC*L]: in-chunk cumsum of the log forget gates (for the decay between two tokens of one
+    document); B_INFLOW: the same with -inf from a reset on (the log weight of the entering memory); LOG_I: log
+    input gates (-inf on padding); SEGMENT: document index of each token; RESTART: log weight of the empty memory
+    a reset put in place (-inf without one). Writes h, and the row stabilizer and denominator for the backward."""
+    pid_v, c, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = pid_bh // H, pid_bh % H
+    rv = pid_v * BV + tl.arange(0, BV)
+    rl = tl.arange(0, L)
+    mv = rv < DV
+    t = c * L + rl
+    mt = t < S
+    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
+    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
+    chunk = pid_bh.to(tl.int64) * NC + c
+
+    scores = tl.zeros([L, L], dtype=tl.float32)
+    q_C = tl.zeros([L, BV], dtype=tl.float32)
+    q_n = tl.zeros([L], dtype=tl.float32)
+    for k0 in range(0, DK, BK):
+        rk = k0 + tl.arange(0, BK)
+        mk = rk < DK
+        q = tl.load(q_base + t[:, None] * stride_qs + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+        k = tl.load(k_base + t[:, None] * stride_ks + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+        scores += _dot(q, tl.trans(k), PRECISION, DOT_F32)
+        C = tl.load(C_IN + chunk * DK * DV + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
+                    other=0.0)
+        q_C += _dot(q, C.to(q.dtype), PRECISION, DOT_F32)
+        n = tl.load(N_IN + chunk * DK + rk, mask=mk, other=0.0)
+        q_n += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
+
+    gates = pid_bh.to(tl.int64) * NC * L + t
+    b_decay = tl.load(B_DECAY + gates)
+    log_w_in = tl.load(B_INFLOW + gates)
+    log_decay = b_decay[:, None] - b_decay[None, :] + tl.load(LOG_I + gates)[None, :]
+    visible = rl[:, None] >= rl[None, :]
+    if HAS_RESETS:
+        segment = tl.load(SEGMENT + gates)
+        visible = visible & (segment[:, None] == segment[None, :])
+    log_decay = tl.where(visible, log_decay, float("-inf"))
+    log_w_in += tl.load(M_IN + chunk)
+    if STABILIZE:
+        m_row = tl.maximum(log_w_in, tl.max(log_decay, axis=1))
+        if HAS_RESETS:
+            m_row = tl.maximum(m_row, tl.load(RESTART + gates))
+    else:
+        m_row = tl.zeros([L], dtype=tl.float32)
+    weights = scores * scale * tl.exp(log_decay - m_row[:, None])  # [L, L]
+    w_in = tl.exp(log_w_in - m_row) * scale
+    v = tl.load(V + b.to(tl.int64) * stride_vb + h * stride_vh + t[:, None] * stride_vs + rv[None, :],
+                mask=mt[:, None] & mv[None, :], other=0.0)
+    num = _dot(weights.to(v.dtype), v, PRECISION, DOT_F32) + w_in[:, None] * q_C
+    den = tl.maximum(tl.abs(tl.sum(weights, axis=1) + w_in * q_n), tl.exp(-m_row))
+    out = num / (den + eps)[:, None]
+    tl.store(H_OUT + b.to(tl.int64) * stride_hb + h * stride_hh + t[:, None] * stride_hs + rv[None, :],
+             out.to(H_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
+    if pid_v == 0:
+        tl.store(M_ROW + gates, m_row, mask=mt)
+        tl.store(DEN + gates, den, mask=mt)
