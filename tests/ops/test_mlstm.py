@@ -233,3 +233,17 @@ def _bad(**changes):
 def test_bad_input(changes, message):
     with pytest.raises((ValueError, TypeError), match=message):
         _bad(**changes)
+
+
+@pytest.mark.parametrize("S", [1, 9])
+def test_inplace_writes_the_final_state_into_the_initial_state(S):
+    x = {name: t.detach() for name, t in make_inputs(S=S).items()}
+    state = mLSTMState(x["C0"].clone(), x["n0"].clone(), x["m0"].clone())
+    _, ref = mlstm(*(x[n] for n in "qkvif"), initial_state=mLSTMState(x["C0"], x["n0"], x["m0"]),
+                   output_final_state=True)
+    _, out = mlstm(*(x[n] for n in "qkvif"), initial_state=state, output_final_state=True, inplace=True)
+    assert out is state
+    for name, a, b in zip("Cnm", ref, state, strict=True):
+        assert_close(name, a, b)
+    with pytest.raises(ValueError, match="inplace=True"):
+        mlstm(*(x[n] for n in "qkvif"), inplace=True)

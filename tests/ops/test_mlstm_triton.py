@@ -24,7 +24,8 @@ def run_triton(inputs, dtype=torch.float32, **kwargs):
 
 @pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
 @pytest.mark.parametrize(("S", "DK", "DV", "chunk_size"), [
-    (1, 16, 16, 16), (7, 16, 32, 16), (63, 32, 16, 16), (100, 48, 80, 32), (200, 16, 16, 64)])
+    (1, 16, 16, 16), (7, 16, 32, 16), (63, 32, 16, 16), (100, 48, 80, 32), (200, 16, 16, 64), (20, 512, 32, 16),
+    (20, 80, 512, 16)])
 def test_triton_matches_naive(S, DK, DV, chunk_size, input_gate):
     inputs = make_inputs(S=S, DK=DK, DV=DV)
     ref = run(inputs, "naive_recurrent", input_gate=input_gate)
@@ -47,21 +48,16 @@ def test_triton_resets_match_naive(input_gate):
 
 
 @pytest.mark.parametrize(("i_shift", "f_shift"), [(30.0, 2.0), (-30.0, 2.0), (0.0, 30.0), (0.0, -30.0)])
-def test_triton_extreme_gates(i_shift, f_shift):
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+def test_triton_extreme_gates(i_shift, f_shift, input_gate):
     inputs = make_inputs(S=40, DK=16, DV=16, i_shift=i_shift, f_shift=f_shift)
-    ref = run(inputs, "naive_recurrent")
-    out = run_triton(inputs, chunk_size=16)
-    for name in ("h", "C", "n", "m"):  # the gradients run through the PyTorch chunkwise recompute
-        assert_close_or_float32_error(name, ref[name], out[name], inputs)
-
-
-def assert_close_or_float32_error(name, ref, out, inputs):
-    """Within the float32 bound, or within twice the float32 time loop's own error (extreme gates lose digits in
-    any float32 implementation)."""
-    x = {k: t.detach().float() for k, t in inputs.items()}
-    h, state = mlstm_recurrent_naive(x["q"], x["k"], x["v"], x["i"], x["f"], mLSTMState(x["C0"], x["n0"], x["m0"]))
-    own = error_ratio(ref, dict(h=h, C=state.C, n=state.n, m=state.m)[name])
-    assert_close(name, ref, out, max(TOLERANCES[torch.float32], 2 * own))
+    ref = run(inputs, "naive_recurrent", input_gate=input_gate)
+    out = run_triton(inputs, input_gate=input_gate, chunk_size=16)
+    # within the float32 bound, or within twice the float32 time loop's own error (extreme gates lose digits in any
+    # float32 implementation)
+    own = run({name: t.detach().float() for name, t in inputs.items()}, "naive_recurrent", input_gate=input_gate)
+    for name in ref:
+        assert_close(name, ref[name], out[name], max(TOLERANCES[torch.float32], 2 * error_ratio(ref[name], own[name])))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -75,15 +71,41 @@ def test_triton_half_precision_inputs(dtype):
         assert_close(name, ref[name], out[name].double(), ratio=1e-2)
 
 
-def test_triton_without_initial_state():
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+def test_triton_without_initial_state(input_gate):
     inputs = make_inputs(S=30, DK=16, DV=16)
-    x = {name: t.detach().to(DEVICE) for name, t in inputs.items()}
-    h, state = mlstm(*(x[n].float() for n in "qkvif"), backend="triton", chunk_size=16, output_final_state=True)
-    d = {name: t.detach() for name, t in inputs.items()}
-    ref_h, ref_state = mlstm_recurrent_naive(*(d[n] for n in "qkvif"))
-    assert_close("h", ref_h, h.cpu())
-    for name, a, b in zip("Cnm", ref_state, state, strict=True):
-        assert_close(name, a, b.cpu())
+    results = []
+    for backend, dtype, device in (("naive_recurrent", torch.float64, "cpu"), ("triton", torch.float32, DEVICE)):
+        x = {name: t.detach().to(device, dtype).requires_grad_() for name, t in inputs.items() if name in "qkvif"}
+        h, state = mlstm(*x.values(), backend=backend, input_gate=input_gate, chunk_size=16, output_final_state=True)
+        outputs = dict(h=h, C=state.C, n=state.n, m=state.m)
+        projection(outputs).backward()
+        results.append({**outputs, **{f"d{name}": t.grad for name, t in x.items()}})
+    ref, out = results
+    assert_all_close(ref, {name: t.cpu() for name, t in out.items()})
+
+
+@pytest.mark.parametrize("wanted", ["h", "C", "n", "m"])
+def test_triton_gradient_of_one_output(wanted):
+    """Gradients where the other outputs are unused (autograd passes None for them)."""
+    inputs = make_inputs(S=20, DK=16, DV=16)
+    results = []
+    for backend, dtype, device in (("naive_recurrent", torch.float64, "cpu"), ("triton", torch.float32, DEVICE)):
+        x = {name: t.detach().to(device, dtype).requires_grad_() for name, t in inputs.items()}
+        h, (C, n, m) = mlstm(*(x[name] for name in "qkvif"), initial_state=mLSTMState(x["C0"], x["n0"], x["m0"]),
+                             backend=backend, chunk_size=16, output_final_state=True)
+        projection(dict(h=h, C=C, n=n, m=m)[wanted]).backward()
+        results.append({f"d{name}": torch.zeros_like(t) if t.grad is None else t.grad for name, t in x.items()})
+    ref, out = results
+    assert_all_close(ref, {name: t.cpu() for name, t in out.items()})
+
+
+def projection(outputs):
+    """A fixed random projection of outputs (a dict or one tensor) to a scalar loss."""
+    g = torch.Generator().manual_seed(1)
+    tensors = outputs.values() if isinstance(outputs, dict) else [outputs]
+    return sum((t * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.device, t.dtype)).sum()
+               for t in tensors)
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -96,3 +118,46 @@ def test_triton_bad_shapes(change, message):
     with pytest.raises(ValueError, match=message):
         mlstm(q, q, v, gates, gates, backend="triton", chunk_size=chunk_size)
 
+
+
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+@pytest.mark.parametrize(("DK", "DV"), [(16, 16), (48, 80), (512, 32), (32, 512)])
+def test_triton_step_matches_naive(DK, DV, input_gate):
+    """Token by token with the fused step kernel, the state updated in place: outputs and the final state."""
+    x = {name: t.detach() for name, t in make_inputs(S=6, DK=DK, DV=DV).items()}
+    ref_h, ref_state = mlstm_recurrent_naive(*(x[n] for n in "qkvif"), mLSTMState(x["C0"], x["n0"], x["m0"]),
+                                             input_gate=input_gate)
+    state = mLSTMState(*(x[n].to(DEVICE, torch.float32) for n in ("C0", "n0", "m0")))
+    buffers = tuple(t.data_ptr() for t in state)
+    hs = []
+    for t in range(6):
+        h, new = mlstm(*(x[n][:, t:t + 1].to(DEVICE, torch.float32) for n in "qkvif"), initial_state=state,
+                       backend="triton", input_gate=input_gate, output_final_state=True, inplace=True)
+        assert tuple(t.data_ptr() for t in new) == buffers
+        hs.append(h)
+    assert_close("h", ref_h, torch.cat(hs, 1).cpu())
+    for name, a, b in zip("Cnm", ref_state, state, strict=True):
+        assert_close(name, a, b.cpu())
+
+
+def test_triton_step_state_dtypes_and_resets():
+    """A bfloat16 state stays in its buffers in place, and comes back as a new float32 state otherwise; a reset
+    empties the memory first."""
+    x = {name: t.detach().float().to(DEVICE) for name, t in make_inputs(S=1, DK=32, DV=32).items()}
+    resets = torch.tensor([True, False], device=DEVICE)[:, None]
+    state = mLSTMState(x["C0"], x["n0"], x["m0"])
+    ref_h, ref_state = mlstm(*(x[n] for n in "qkvif"), initial_state=state, backend="step", resets=resets,
+                             output_final_state=True)
+    h, new = mlstm(*(x[n] for n in "qkvif"), initial_state=state, backend="triton", resets=resets,
+                   output_final_state=True)
+    assert_close("h", ref_h, h)
+    for name, a, b in zip("Cnm", ref_state, new, strict=True):
+        assert_close(name, a, b)
+    half = state.to(torch.bfloat16)
+    h, new = mlstm(*(x[n] for n in "qkvif"), initial_state=half, backend="triton", output_final_state=True)
+    assert all(t.dtype == torch.float32 for t in new)
+    ref_h, _ = mlstm(*(x[n] for n in "qkvif"), initial_state=half.to(torch.float32), backend="step")
+    assert_close("h", ref_h, h)
+    h, new = mlstm(*(x[n] for n in "qkvif"), initial_state=half, backend="triton", output_final_state=True,
+                   inplace=True)
+    assert new is half and new.C.dtype == torch.bfloat16

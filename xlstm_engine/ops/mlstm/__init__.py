@@ -28,7 +28,7 @@ def mlstm(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor, *,
     initial_state: mLSTMState | None = None, output_final_state: bool = False,
     input_gate: str = "exp", eps: float = 1e-6, chunk_size: int = 64, backend: str = "auto",
-    resets: torch.Tensor | None = None,
+    resets: torch.Tensor | None = None, inplace: bool = False,
 ) -> tuple[torch.Tensor, mLSTMState | None]:
     """Run the mLSTM cell over a sequence.
 
@@ -41,47 +41,74 @@ def mlstm(
         input_gate (str): "exp" (xLSTM, stabilized by m) or "sigmoid" (mLSTMsig, m stays 0). Default: "exp".
         eps (float): added to the denominator after the max. Default: 1e-6.
         chunk_size (int): tokens per chunk of the chunkwise form; any S works. Default: 64.
-        backend (str): one of `BACKENDS`. "auto" takes the single-step kernel for S = 1, the Triton kernels
-            on CUDA without autograd (head dims multiples of 16 up to 512, chunk_size 16-128) and the PyTorch
-            chunkwise form otherwise. The naive ones are the references. Default: "auto".
+        backend (str): one of `BACKENDS`. "auto" takes the Triton kernels on CUDA (head dims multiples of 16 up
+            to 512, chunk_size 16-128; for S = 1 without autograd the fused step kernel) and otherwise the
+            PyTorch chunkwise form, or its single step for S = 1. The naive ones are the references.
+            Default: "auto".
         resets (Tensor, optional): bool `[B, S]`; True empties the memory before that token, so that packed
             documents do not see each other (each runs as from an empty state).
+        inplace (bool): write the final state into `initial_state`'s tensors and return those (for decoding
+            with preallocated state, as in a CUDA graph). The Triton step kernel writes them where they lie.
 
     Returns:
         h `[B, S, H, DV]` in q's dtype, and the final state (float32 or wider) or None.
     """
     _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets)
+    if inplace and initial_state is None:
+        raise ValueError("inplace=True writes the final state into initial_state, which is None")
     S = q.shape[1]
-    if backend == "auto":
-        # until the Triton backward lands, training keeps the PyTorch form (the Triton path would recompute it)
-        needs_grad = torch.is_grad_enabled() and any(
-            x.requires_grad for x in (q, k, v, i, f, *(initial_state or ())))
-        fits = not needs_grad and _triton_fits(q, v, chunk_size)
-        backend = "step" if S == 1 else "triton" if fits else "chunkwise"
     kwargs = dict(input_gate=input_gate, eps=eps)
+    if backend == "auto":
+        backend = "triton" if _triton_fits(q, v, chunk_size) else "step" if S == 1 else "chunkwise"
+    h = None
+    if S == 1 and backend in ("step", "triton"):
+        h, state = _one_step(q, k, v, i, f, initial_state, resets, backend == "triton", inplace, **kwargs)
+    if h is None:
+        h, state = _sequence(backend, q, k, v, i, f, initial_state, resets, chunk_size, **kwargs)
+    if inplace and state is not initial_state:
+        for target, new in zip(initial_state, state, strict=True):
+            target.copy_(new)
+        state = initial_state
+    return h, (state if output_final_state else None)
+
+
+def _sequence(backend: str, q, k, v, i, f, initial_state, resets, chunk_size: int, **kwargs):
     if backend == "step":
-        if S != 1:
-            raise ValueError(f"backend='step' handles one token, got a sequence of length S={S}")
-        B, _, H, DK = q.shape
-        if initial_state is None:
-            initial_state = mLSTMState.zeros(B, H, DK, v.shape[-1], device=q.device)
-        elif resets is not None:
-            keep = (~resets[:, 0]).to(initial_state.C.dtype)[:, None]
-            initial_state = mLSTMState(initial_state.C * keep[..., None, None], initial_state.n * keep[..., None],
-                                       initial_state.m * keep)
-        h, state = mlstm_step(q[:, 0], k[:, 0], v[:, 0], i[:, 0], f[:, 0], initial_state, **kwargs)
-        h = h[:, None]
-    elif backend == "triton":
+        raise ValueError(f"backend='step' handles one token, got a sequence of length S={q.shape[1]}")
+    if backend == "triton":
         from .triton import mlstm_triton  # imported on use: triton is optional (CPU installs lack it)
 
-        h, state = mlstm_triton(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
-    elif backend == "chunkwise":
-        h, state = mlstm_chunkwise(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
-    elif backend == "naive_recurrent":
-        h, state = mlstm_recurrent_naive(q, k, v, i, f, initial_state, resets=resets, **kwargs)
-    else:
-        h, state = mlstm_parallel_naive(q, k, v, i, f, initial_state, resets=resets, **kwargs)
-    return h, (state if output_final_state else None)
+        return mlstm_triton(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
+    if backend == "chunkwise":
+        return mlstm_chunkwise(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
+    if backend == "naive_recurrent":
+        return mlstm_recurrent_naive(q, k, v, i, f, initial_state, resets=resets, **kwargs)
+    return mlstm_parallel_naive(q, k, v, i, f, initial_state, resets=resets, **kwargs)
+
+
+def _one_step(q, k, v, i, f, initial_state, resets, use_triton: bool, inplace: bool, **kwargs):
+    """S = 1: the fused Triton step (without autograd) or the PyTorch step. (None, None) hands the token to the
+    Triton sequence kernels, for autograd."""
+    B, _, H, DK = q.shape
+    state = initial_state
+    if state is None:
+        state = mLSTMState.zeros(B, H, DK, v.shape[-1], device=q.device)
+    elif resets is not None:  # an emptied memory is zeros with m = 0
+        keep = (~resets[:, 0]).to(state.C.dtype)[:, None]
+        state = mLSTMState(state.C * keep[..., None, None], state.n * keep[..., None], state.m * keep)
+    q, k, v, i, f = (x[:, 0] for x in (q, k, v, i, f))
+    if not use_triton:
+        h, state = mlstm_step(q, k, v, i, f, state, **kwargs)
+        return h[:, None], state
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, i, f, *state)):
+        return None, None
+    from .triton.step import mlstm_step_triton
+
+    out = initial_state if inplace else None
+    if out is None and state.C.dtype != torch.float32:  # a new state is float32 or wider, as from every backend
+        out = mLSTMState(*(torch.empty_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in state))
+    h, state = mlstm_step_triton(q, k, v, i, f, state, out=out, **kwargs)
+    return h[:, None], state
 
 
 def _triton_fits(q: torch.Tensor, v: torch.Tensor, chunk_size: int) -> bool:

@@ -1,22 +1,21 @@
-"""Triton mLSTM kernels: the chunkwise forward on the GPU (and, with TRITON_INTERPRET=1, on the CPU for tests).
+"""Triton mLSTM kernels: the chunkwise forward and backward on the GPU (and, with TRITON_INTERPRET=1, on the CPU
+for tests).
 
     h, state = mlstm_triton(q, k, v, i, f, initial_state, input_gate="exp", eps=1e-6, chunk_size=64, resets=None)
 
-Same layout and result as `mlstm_chunkwise`. The backward recomputes the forward with the PyTorch chunkwise
-form under autograd (exact gradients, including the initial state's); a Triton backward replaces it next.
+Same layout and result as `mlstm_chunkwise`, and exact gradients for q, k, v, i, f and the initial state.
 """
 
 import math
 import os
 
 import torch
-import torch.nn.functional as F
 import triton
 
-from ..chunkwise import mlstm_chunkwise
-from ..common import cut_at_resets
 from ..state import mLSTMState
+from .backward import _chunk_grads_qk, _chunk_grads_v, _chunk_states_backward
 from .forward import _chunk_outputs, _chunk_states
+from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 
 PRECISIONS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "tf32", torch.float16: "tf32"}
 
@@ -46,91 +45,141 @@ def mlstm_triton(
 class _TritonChunkwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, i, f, C0, n0, m0, resets, input_gate, eps, chunk_size):
-        h, state, _ = _forward(q, k, v, i, f, None if C0 is None else (C0, n0, m0), resets, input_gate, eps,
-                               chunk_size)
-        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, resets)
-        ctx.options = dict(input_gate=input_gate, eps=eps, chunk_size=chunk_size)
-        return h, *state
+        initial = None if C0 is None else (C0, n0, m0)
+        h, final, rows = _forward(q, k, v, i, f, initial, resets, input_gate, eps, chunk_size)
+        ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, resets, h, *final, *rows)
+        ctx.options = dict(input_gate=input_gate, eps=eps, L=chunk_size)
+        ctx.set_materialize_grads(False)
+        return h, *final
 
     @staticmethod
     def backward(ctx, dh, dC, dn, dm):
-        q, k, v, i, f, C0, n0, m0, resets = ctx.saved_tensors
-        inputs = [x.detach().requires_grad_(need) if x is not None else None
-                  for x, need in zip((q, k, v, i, f, C0, n0, m0), ctx.needs_input_grad[:8], strict=True)]
-        with torch.enable_grad():
-            state = None if C0 is None else mLSTMState(*inputs[5:])
-            h, final = mlstm_chunkwise(*inputs[:5], state, resets=resets, **ctx.options)
-            outputs, grads = zip(*[(o, g) for o, g in zip((h, *final), (dh, dC, dn, dm), strict=True)
-                                   if g is not None and o.requires_grad], strict=True)
-            wanted = [x for x in inputs if x is not None and x.requires_grad]
-            found = iter(torch.autograd.grad(outputs, wanted, grads, allow_unused=True))
-        return (*(next(found) if x is not None and x.requires_grad else None for x in inputs), None, None, None, None)
+        q, k, v, i, f, C0, n0, m0, resets, h, C, n, m, m_row, sum_row = ctx.saved_tensors
+        initial = None if C0 is None else (C0, n0, m0)
+        grads = _backward(q, k, v, i, f, initial, resets, h, (C, n, m), (m_row, sum_row), dh, (dC, dn, dm),
+                          **ctx.options)
+        return (*grads, None, None, None, None)
 
 
-def _forward(q, k, v, i, f, initial_state, resets, input_gate: str, eps: float, L: int):
-    """Launch the two forward kernels. Returns h, the final (C, n, m) and the per-row (m, den) [BH, NC*L]."""
+def _forward(q, k, v, i, f, initial, resets, input_gate: str, eps: float, L: int):
+    """Launch the two forward kernels. Returns h, the final (C, n, m) and per row (m, q . n) [BH, NC*L]."""
     B, S, H, DK = q.shape
-    DV = v.shape[-1]
-    NC = math.ceil(S / L)
-    gates = _gates(i, f, input_gate, resets, L, NC)
-    BH, dev, f32 = B * H, q.device, torch.float32
+    DV, NC = v.shape[-1], math.ceil(S / L)
+    gates = prepare_gates(i, f, input_gate, resets, L, NC)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    C_in = torch.empty(BH, NC, DK, DV, device=dev, dtype=f32)
-    n_in = torch.empty(BH, NC, DK, device=dev, dtype=f32)
-    m_in = torch.empty(BH, NC, device=dev, dtype=f32)
-    C = torch.empty(B, H, DK, DV, device=dev, dtype=f32)
-    n = torch.empty(B, H, DK, device=dev, dtype=f32)
-    m = torch.empty(B, H, device=dev, dtype=f32)
-    initial = None if initial_state is None else [x.to(f32).contiguous() for x in initial_state]
-    shapes = dict(DK=DK, DV=DV, L=L, BK=min(64, triton.next_power_of_2(DK)), BV=min(64, triton.next_power_of_2(DV)),
-                  STABILIZE=input_gate == "exp", PRECISION=PRECISIONS[q.dtype],
-                  DOT_F32=q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
-    BK, BV = shapes["BK"], shapes["BV"]
-    _chunk_states[(triton.cdiv(DK, BK), triton.cdiv(DV, BV), BH)](
-        k, v, gates["a"], gates["g"], gates["m_chunk"], *(initial or (C, n, m)), C_in, n_in, m_in, C, n, m,
-        S, H, NC, *k.stride()[:3], *v.stride()[:3],
-        HAS_INITIAL=initial is not None, **shapes,
-    )
-    h = torch.empty(B, S, H, DV, device=dev, dtype=q.dtype)
-    m_row = torch.empty(BH, NC * L, device=dev, dtype=f32)
-    den = torch.empty(BH, NC * L, device=dev, dtype=f32)
-    _chunk_outputs[(triton.cdiv(DV, BV), NC, BH)](
+    shapes = _shapes(q, DK, DV, L, input_gate)
+    C_in, n_in, m_in, final = _chunk_memories(k, v, gates, initial, shapes, B, S, H, NC)
+    h = torch.empty(B, S, H, DV, device=q.device, dtype=q.dtype)
+    m_row, sum_row = torch.empty(2, B * H, NC * L, device=q.device, dtype=torch.float32)
+    _chunk_outputs[(triton.cdiv(DV, shapes["BV"]), NC, B * H)](
         q, k, v, gates["b_decay"], gates["b_inflow"], gates["log_i"], gates["segment"], gates["restart"],
-        C_in, n_in, m_in, h, m_row, den,
+        C_in, n_in, m_in, h, m_row, sum_row,
         S, H, NC, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *h.stride()[:3], DK**-0.5, eps,
         HAS_RESETS=resets is not None, **shapes,
     )
-    return h, (C, n, m), (m_row, den)
+    return h, final, (m_row, sum_row)
 
 
-def _gates(i, f, input_gate: str, resets, L: int, NC: int) -> dict[str, torch.Tensor]:
-    """The gate quantities of the kernels, float32, padded to NC * L tokens (padding: no input, no decay).
+def _shapes(q, DK: int, DV: int, L: int, input_gate: str) -> dict:
+    """The kernels' compile-time arguments."""
+    return dict(DK=DK, DV=DV, L=L, BK=min(64, triton.next_power_of_2(DK)), BV=min(64, triton.next_power_of_2(DV)),
+                STABILIZE=input_gate == "exp", PRECISION=PRECISIONS[q.dtype],
+                DOT_F32=q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
 
-    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32), restart; [BH, NC]: g, m_chunk.
-    """
-    B, S, H = i.shape
-    pad = NC * L - S
-    log_i = (i.float() if input_gate == "exp" else F.logsigmoid(i.float())).transpose(1, 2)  # [B, H, S]
-    log_f = F.logsigmoid(f.float()).transpose(1, 2)
-    log_i = F.pad(log_i, (0, pad), value=float("-inf")).reshape(B * H, NC, L)
-    log_f = F.pad(log_f, (0, pad), value=0.0).reshape(B * H, NC, L)
-    out = {}
-    if resets is None:
-        cut, restart, segment = log_f, None, None
-    else:
-        r = torch.zeros(B, NC * L, dtype=torch.bool, device=resets.device)
-        r[:, :S] = resets
-        r = r[:, None, :].expand(B, H, NC * L).reshape(B * H, NC, L)
-        cut, restart = cut_at_resets(log_f, r)
-        segment = r.reshape(B * H, NC * L).cumsum(-1).to(torch.int32)
-    b_inflow = cut.cumsum(-1)
-    a = torch.cat([cut.flip(-1).cumsum(-1).flip(-1)[..., 1:], torch.zeros_like(cut[..., :1])], -1) + log_i
-    m_chunk = a.max(-1).values
-    if restart is not None:
-        m_chunk = torch.maximum(m_chunk, restart[..., -1])
-    out.update(b_decay=log_f.cumsum(-1), b_inflow=b_inflow, log_i=log_i, a=a, g=b_inflow[..., -1], m_chunk=m_chunk)
-    out = {name: x.reshape(B * H, -1).contiguous() for name, x in out.items()}
-    out["segment"] = segment if segment is not None else out["log_i"]  # unread without resets
-    out["restart"] = restart.reshape(B * H, -1).contiguous() if restart is not None else out["log_i"]
-    return out
 
+def _chunk_memories(k, v, gates, initial, shapes, B, S, H, NC):
+    """The memory entering each chunk: C_in [BH, NC, DK, DV], n_in [BH, NC, DK], m_in [BH, NC]; and the final one."""
+    DK, DV, BK, BV = (shapes[name] for name in ("DK", "DV", "BK", "BV"))
+    dev, f32 = k.device, torch.float32
+    C_in = torch.empty(B * H, NC, DK, DV, device=dev, dtype=f32)
+    n_in = torch.empty(B * H, NC, DK, device=dev, dtype=f32)
+    m_in = torch.empty(B * H, NC, device=dev, dtype=f32)
+    C = torch.empty(B, H, DK, DV, device=dev, dtype=f32)
+    n = torch.empty(B, H, DK, device=dev, dtype=f32)
+    m = torch.empty(B, H, device=dev, dtype=f32)
+    initial = None if initial is None else [x.to(f32).contiguous() for x in initial]
+    _chunk_states[(triton.cdiv(DK, BK), triton.cdiv(DV, BV), B * H)](
+        k, v, gates["a"], gates["g"], gates["m_chunk"], *(initial or (C, n, m)), C_in, n_in, m_in, C, n, m,
+        S, H, NC, *k.stride()[:3], *v.stride()[:3], HAS_INITIAL=initial is not None, **shapes,
+    )
+    return C_in, n_in, m_in, (C, n, m)
+
+
+def _backward(q, k, v, i, f, initial, resets, h, final, rows, dh, d_final, input_gate: str, eps: float, L: int):
+    """Gradients of q, k, v, i, f, C0, n0, m0 (None where the forward had no initial state)."""
+    B, S, H, DK = q.shape
+    DV, NC, BH = v.shape[-1], math.ceil(S / L), B * H
+    dev, f32 = q.device, torch.float32
+    gates = prepare_gates(i, f, input_gate, resets, L, NC)
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    shapes = _shapes(q, DK, DV, L, input_gate)
+    BK, BV = shapes["BK"], shapes["BV"]
+    nK, nV = triton.cdiv(DK, BK), triton.cdiv(DV, BV)
+    C_in, n_in, m_in, _ = _chunk_memories(k, v, gates, initial, shapes, B, S, H, NC)  # recomputed, not stored
+    C, n, m = final
+    m_next = torch.cat([m_in[:, 1:], m.reshape(BH, 1)], 1).contiguous()  # stabilizer of the memory leaving a chunk
+
+    # h = num / den with den = max(|q . n|, exp(-m)) + eps: d(den) = -sum_v dh h / den
+    m_row, sum_row = rows
+    den = torch.maximum(sum_row.abs(), torch.exp(-m_row)) + eps
+    dh = torch.zeros_like(h) if dh is None else dh.contiguous()
+    d_den = torch.zeros(BH, NC * L, device=dev, dtype=f32)
+    d_den[:, :S] = -(dh.float() * h.float()).sum(-1).transpose(1, 2).reshape(BH, S)
+    d_den /= den
+    inv_den = torch.where(torch.arange(NC * L, device=dev) < S, 1 / den, 0.0)
+    d_sum = d_den * torch.sign(sum_row) * (sum_row.abs() >= torch.exp(-m_row))
+
+    dC_out = torch.empty(BH, NC, DK, DV, device=dev, dtype=f32)
+    dn_out = torch.empty(BH, NC, DK, device=dev, dtype=f32)
+    dC0 = torch.empty(B, H, DK, DV, device=dev, dtype=f32)
+    dn0 = torch.empty(B, H, DK, device=dev, dtype=f32)
+    parts = dict(dg=torch.empty(nK * nV, BH, NC, device=dev, dtype=f32),
+                 **{name: torch.empty(nK, BH, NC * L, device=dev, dtype=f32) for name in ("db", "dli", "da")})
+    dC_final, dn_final, dm_final = d_final
+    has_final_grad = dC_final is not None or dn_final is not None
+    if has_final_grad:
+        dC_final = torch.zeros_like(C) if dC_final is None else dC_final.float().contiguous()
+        dn_final = torch.zeros_like(n) if dn_final is None else dn_final.float().contiguous()
+    common = dict(DK=DK, DV=DV, L=L, BK=BK, BV=BV, PRECISION=shapes["PRECISION"], DOT_F32=shapes["DOT_F32"])
+    scale = DK**-0.5
+    _chunk_states_backward[(nK, nV, BH)](
+        q, dh, inv_den, d_sum, gates["b_inflow"], m_row, m_in, m_next, gates["g"], C_in, n_in,
+        *((dC_final, dn_final) if has_final_grad else (dC0, dn0)), dC_out, dn_out, dC0, dn0, parts["dg"],
+        S, H, NC, *q.stride()[:3], *dh.stride()[:3], scale, HAS_FINAL_GRAD=has_final_grad, **common,
+    )
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    _chunk_grads_qk[(nK, NC, BH)](
+        q, k, v, dh, inv_den, d_sum, gates["b_decay"], gates["b_inflow"], gates["log_i"], gates["a"],
+        gates["segment"], m_row, m_in, m_next, n_in, C_in, dC_out, dn_out, dq, dk, parts["db"], parts["dli"],
+        parts["da"], S, H, NC, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *dh.stride()[:3], scale,
+        HAS_RESETS=resets is not None, **common,
+    )
+    _chunk_grads_v[(nV, NC, BH)](
+        q, k, dh, inv_den, gates["b_decay"], gates["log_i"], gates["segment"], m_row, gates["a"], m_next, dC_out, dv,
+        S, H, NC, *q.stride()[:3], *k.stride()[:3], *dh.stride()[:3], *dv.stride()[:3], scale,
+        HAS_RESETS=resets is not None, **common,
+    )
+
+    d_log_i, d_log_f = (x.view(B, H, NC * L)[..., :S] for x in log_gate_grads(parts, L))
+    dm0 = None
+    if initial is not None:  # the initial memory enters only as exp(m0) (C0, n0)
+        C0, n0, _ = initial
+        dm0 = (dC0 * C0).sum((-2, -1)) + (dn0 * n0).sum(-1)
+    if input_gate == "exp":  # the stabilizers: see stabilizer_grads
+        d_m = eps * d_den.view(B, H, NC * L)[..., :S]  # unstabilized, den carries eps exp(m)
+        d_m_final = dm_final.float() if dm_final is not None else torch.zeros_like(m)
+        if has_final_grad:  # the final memory is stored as exp(-m) (C, n)
+            d_m_final = d_m_final - (dC_final * C).sum((-2, -1)) - (dn_final * n).sum(-1)
+        d_m[..., -1] += d_m_final
+        log_i = gates["log_i"].view(B, H, NC * L)[..., :S]
+        d_li, d_lf, d_m0 = stabilizer_grads(d_m, m_row.view(B, H, NC * L)[..., :S], log_i, resets)
+        d_log_i, d_log_f = d_log_i + d_li, d_log_f + d_lf
+        if dm0 is not None:
+            dm0 = dm0 + d_m0
+    if input_gate != "exp":
+        d_log_i = d_log_i * torch.sigmoid(-i.float()).transpose(1, 2)
+    d_log_f = d_log_f * torch.sigmoid(-f.float()).transpose(1, 2)
+    grads = [dq, dk, dv, d_log_i.transpose(1, 2).to(i.dtype), d_log_f.transpose(1, 2).to(f.dtype)]
+    if initial is None:
+        return (*grads, None, None, None)
+    return (*grads, *(g.to(x.dtype) for g, x in zip((dC0, dn0, dm0), initial, strict=True)))

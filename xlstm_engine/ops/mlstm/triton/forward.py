@@ -84,7 +84,7 @@ def _chunk_states(
 
 @triton.jit
 def _chunk_outputs(
-    Q, K, V, B_DECAY, B_INFLOW, LOG_I, SEGMENT, RESTART, C_IN, N_IN, M_IN, H_OUT, M_ROW, DEN,
+    Q, K, V, B_DECAY, B_INFLOW, LOG_I, SEGMENT, RESTART, C_IN, N_IN, M_IN, H_OUT, M_ROW, SUM_ROW,
     S, H, NC, stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
     stride_hb, stride_hs, stride_hh, scale, eps,
     DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -93,7 +93,8 @@ def _chunk_outputs(
     """B_DECAY [BH, NC*L]: in-chunk cumsum of the log forget gates (for the decay between two tokens of one
     document); B_INFLOW: the same with -inf from a reset on (the log weight of the entering memory); LOG_I: log
     input gates (-inf on padding); SEGMENT: document index of each token; RESTART: log weight of the empty memory
-    a reset put in place (-inf without one). Writes h, and the row stabilizer and denominator for the backward."""
+    a reset put in place (-inf without one). Writes h, and for the backward the row stabilizer and the signed
+    normalizer sum q . n of every row (padding rows included)"""
     pid_v, c, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
     rv = pid_v * BV + tl.arange(0, BV)
@@ -141,10 +142,10 @@ def _chunk_outputs(
     v = tl.load(V + b.to(tl.int64) * stride_vb + h * stride_vh + t[:, None] * stride_vs + rv[None, :],
                 mask=mt[:, None] & mv[None, :], other=0.0)
     num = _dot(weights.to(v.dtype), v, PRECISION, DOT_F32) + w_in[:, None] * q_C
-    den = tl.maximum(tl.abs(tl.sum(weights, axis=1) + w_in * q_n), tl.exp(-m_row))
-    out = num / (den + eps)[:, None]
+    sum_row = tl.sum(weights, axis=1) + w_in * q_n
+    out = num / (tl.maximum(tl.abs(sum_row), tl.exp(-m_row)) + eps)[:, None]
     tl.store(H_OUT + b.to(tl.int64) * stride_hb + h * stride_hh + t[:, None] * stride_hs + rv[None, :],
              out.to(H_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
     if pid_v == 0:
-        tl.store(M_ROW + gates, m_row, mask=mt)
-        tl.store(DEN + gates, den, mask=mt)
+        tl.store(M_ROW + gates, m_row)
+        tl.store(SUM_ROW + gates, sum_row)
