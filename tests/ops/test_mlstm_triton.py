@@ -161,3 +161,16 @@ def test_triton_step_state_dtypes_and_resets():
     h, new = mlstm(*(x[n] for n in "qkvif"), initial_state=half, backend="triton", output_final_state=True,
                    inplace=True)
     assert new is half and new.C.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="full size needs a GPU")
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_full_size_on_gpu(dtype, input_gate):
+    """The xLSTM-7B head geometry (8 heads, 256/512) at S = 1000: everything against float64 (on the GPU)."""
+    inputs = make_inputs(B=2, S=1000, H=8, DK=256, DV=512)
+    rounded = {name: t.detach().to("cuda", dtype).double() if name in "qkv" else t.detach().cuda()
+               for name, t in inputs.items()}
+    ref = run(rounded, "chunkwise", input_gate=input_gate, chunk_size=64)  # = naive_recurrent to 1e-10 (CPU tests)
+    out = run_triton(inputs, dtype=dtype, input_gate=input_gate, chunk_size=64)
+    assert_all_close({name: t.cpu() for name, t in ref.items()}, out, None if dtype == torch.float32 else 1e-2)

@@ -18,6 +18,15 @@ from .forward import _chunk_outputs, _chunk_states
 from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 
 PRECISIONS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "tf32", torch.float16: "tf32"}
+# launch settings per kernel: largest tiles over DK and DV (capped at the head dims), and Triton's num_warps and
+# num_stages; benchmarks/bench_mlstm_triton.py --sweep measures the alternatives
+TUNING = {
+    "states": dict(BK=64, BV=64, num_warps=4, num_stages=3),
+    "outputs": dict(BK=64, BV=64, num_warps=4, num_stages=3),
+    "states_backward": dict(BK=64, BV=64, num_warps=4, num_stages=3),
+    "grads_qk": dict(BK=64, BV=64, num_warps=4, num_stages=3),
+    "grads_v": dict(BK=64, BV=64, num_warps=4, num_stages=3),
+}
 
 
 def mlstm_triton(
@@ -67,29 +76,38 @@ def _forward(q, k, v, i, f, initial, resets, input_gate: str, eps: float, L: int
     DV, NC = v.shape[-1], math.ceil(S / L)
     gates = prepare_gates(i, f, input_gate, resets, L, NC)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    shapes = _shapes(q, DK, DV, L, input_gate)
-    C_in, n_in, m_in, final = _chunk_memories(k, v, gates, initial, shapes, B, S, H, NC)
+    common = _common_args(q, DK, DV, L)
+    C_in, n_in, m_in, final = _chunk_memories(k, v, gates, initial, input_gate, common, B, S, H, NC)
     h = torch.empty(B, S, H, DV, device=q.device, dtype=q.dtype)
     m_row, sum_row = torch.empty(2, B * H, NC * L, device=q.device, dtype=torch.float32)
-    _chunk_outputs[(triton.cdiv(DV, shapes["BV"]), NC, B * H)](
+    tiles = _tiles("outputs", DK, DV)
+    _chunk_outputs[(triton.cdiv(DV, tiles["BV"]), NC, B * H)](
         q, k, v, gates["b_decay"], gates["b_inflow"], gates["log_i"], gates["segment"], gates["restart"],
         C_in, n_in, m_in, h, m_row, sum_row,
         S, H, NC, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *h.stride()[:3], DK**-0.5, eps,
-        HAS_RESETS=resets is not None, **shapes,
+        HAS_RESETS=resets is not None, STABILIZE=input_gate == "exp", **common, **tiles,
     )
     return h, final, (m_row, sum_row)
 
 
-def _shapes(q, DK: int, DV: int, L: int, input_gate: str) -> dict:
-    """The kernels' compile-time arguments."""
-    return dict(DK=DK, DV=DV, L=L, BK=min(64, triton.next_power_of_2(DK)), BV=min(64, triton.next_power_of_2(DV)),
-                STABILIZE=input_gate == "exp", PRECISION=PRECISIONS[q.dtype],
+def _common_args(q, DK: int, DV: int, L: int) -> dict:
+    """The compile-time arguments that all kernels share."""
+    return dict(DK=DK, DV=DV, L=L, PRECISION=PRECISIONS[q.dtype],
                 DOT_F32=q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
 
 
-def _chunk_memories(k, v, gates, initial, shapes, B, S, H, NC):
+def _tiles(kernel: str, DK: int, DV: int) -> dict:
+    """Tile sizes and launch settings of one kernel (TUNING)."""
+    tuning = TUNING[kernel]
+    return dict(tuning, BK=min(tuning["BK"], triton.next_power_of_2(DK)),
+                BV=min(tuning["BV"], triton.next_power_of_2(DV)))
+
+
+def _chunk_memories(k, v, gates, initial, input_gate: str, common: dict, B, S, H, NC):
     """The memory entering each chunk: C_in [BH, NC, DK, DV], n_in [BH, NC, DK], m_in [BH, NC]; and the final one."""
-    DK, DV, BK, BV = (shapes[name] for name in ("DK", "DV", "BK", "BV"))
+    DK, DV = common["DK"], common["DV"]
+    tiles = _tiles("states", DK, DV)
+    BK, BV = tiles["BK"], tiles["BV"]
     dev, f32 = k.device, torch.float32
     C_in = torch.empty(B * H, NC, DK, DV, device=dev, dtype=f32)
     n_in = torch.empty(B * H, NC, DK, device=dev, dtype=f32)
@@ -100,7 +118,8 @@ def _chunk_memories(k, v, gates, initial, shapes, B, S, H, NC):
     initial = None if initial is None else [x.to(f32).contiguous() for x in initial]
     _chunk_states[(triton.cdiv(DK, BK), triton.cdiv(DV, BV), B * H)](
         k, v, gates["a"], gates["g"], gates["m_chunk"], *(initial or (C, n, m)), C_in, n_in, m_in, C, n, m,
-        S, H, NC, *k.stride()[:3], *v.stride()[:3], HAS_INITIAL=initial is not None, **shapes,
+        S, H, NC, *k.stride()[:3], *v.stride()[:3], HAS_INITIAL=initial is not None, STABILIZE=input_gate == "exp",
+        **common, **tiles,
     )
     return C_in, n_in, m_in, (C, n, m)
 
@@ -112,10 +131,8 @@ def _backward(q, k, v, i, f, initial, resets, h, final, rows, dh, d_final, input
     dev, f32 = q.device, torch.float32
     gates = prepare_gates(i, f, input_gate, resets, L, NC)
     q, k, v = (x.contiguous() for x in (q, k, v))
-    shapes = _shapes(q, DK, DV, L, input_gate)
-    BK, BV = shapes["BK"], shapes["BV"]
-    nK, nV = triton.cdiv(DK, BK), triton.cdiv(DV, BV)
-    C_in, n_in, m_in, _ = _chunk_memories(k, v, gates, initial, shapes, B, S, H, NC)  # recomputed, not stored
+    common = _common_args(q, DK, DV, L)
+    C_in, n_in, m_in, _ = _chunk_memories(k, v, gates, initial, input_gate, common, B, S, H, NC)  # not stored
     C, n, m = final
     m_next = torch.cat([m_in[:, 1:], m.reshape(BH, 1)], 1).contiguous()  # stabilizer of the memory leaving a chunk
 
@@ -133,31 +150,33 @@ def _backward(q, k, v, i, f, initial, resets, h, final, rows, dh, d_final, input
     dn_out = torch.empty(BH, NC, DK, device=dev, dtype=f32)
     dC0 = torch.empty(B, H, DK, DV, device=dev, dtype=f32)
     dn0 = torch.empty(B, H, DK, device=dev, dtype=f32)
-    parts = dict(dg=torch.empty(nK * nV, BH, NC, device=dev, dtype=f32),
-                 **{name: torch.empty(nK, BH, NC * L, device=dev, dtype=f32) for name in ("db", "dli", "da")})
+    state_tiles, qk_tiles, v_tiles = (_tiles(name, DK, DV) for name in ("states_backward", "grads_qk", "grads_v"))
+    state_grid = (triton.cdiv(DK, state_tiles["BK"]), triton.cdiv(DV, state_tiles["BV"]), BH)
+    qk_grid, v_grid = (triton.cdiv(DK, qk_tiles["BK"]), NC, BH), (triton.cdiv(DV, v_tiles["BV"]), NC, BH)
+    parts = dict(dg=torch.empty(state_grid[0] * state_grid[1], BH, NC, device=dev, dtype=f32),
+                 **{name: torch.empty(qk_grid[0], BH, NC * L, device=dev, dtype=f32) for name in ("db", "dli", "da")})
     dC_final, dn_final, dm_final = d_final
     has_final_grad = dC_final is not None or dn_final is not None
     if has_final_grad:
         dC_final = torch.zeros_like(C) if dC_final is None else dC_final.float().contiguous()
         dn_final = torch.zeros_like(n) if dn_final is None else dn_final.float().contiguous()
-    common = dict(DK=DK, DV=DV, L=L, BK=BK, BV=BV, PRECISION=shapes["PRECISION"], DOT_F32=shapes["DOT_F32"])
     scale = DK**-0.5
-    _chunk_states_backward[(nK, nV, BH)](
+    _chunk_states_backward[state_grid](
         q, dh, inv_den, d_sum, gates["b_inflow"], m_row, m_in, m_next, gates["g"], C_in, n_in,
         *((dC_final, dn_final) if has_final_grad else (dC0, dn0)), dC_out, dn_out, dC0, dn0, parts["dg"],
-        S, H, NC, *q.stride()[:3], *dh.stride()[:3], scale, HAS_FINAL_GRAD=has_final_grad, **common,
+        S, H, NC, *q.stride()[:3], *dh.stride()[:3], scale, HAS_FINAL_GRAD=has_final_grad, **common, **state_tiles,
     )
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _chunk_grads_qk[(nK, NC, BH)](
+    _chunk_grads_qk[qk_grid](
         q, k, v, dh, inv_den, d_sum, gates["b_decay"], gates["b_inflow"], gates["log_i"], gates["a"],
         gates["segment"], m_row, m_in, m_next, n_in, C_in, dC_out, dn_out, dq, dk, parts["db"], parts["dli"],
         parts["da"], S, H, NC, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *dh.stride()[:3], scale,
-        HAS_RESETS=resets is not None, **common,
+        HAS_RESETS=resets is not None, **common, **qk_tiles,
     )
-    _chunk_grads_v[(nV, NC, BH)](
+    _chunk_grads_v[v_grid](
         q, k, dh, inv_den, gates["b_decay"], gates["log_i"], gates["segment"], m_row, gates["a"], m_next, dC_out, dv,
         S, H, NC, *q.stride()[:3], *k.stride()[:3], *dh.stride()[:3], *dv.stride()[:3], scale,
-        HAS_RESETS=resets is not None, **common,
+        HAS_RESETS=resets is not None, **common, **v_tiles,
     )
 
     d_log_i, d_log_f = (x.view(B, H, NC * L)[..., :S] for x in log_gate_grads(parts, L))
