@@ -19,12 +19,12 @@ from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 
 PRECISIONS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "tf32", torch.float16: "tf32"}
 # launch settings per kernel: largest tiles over DK and DV (capped at the head dims), and Triton's num_warps and
-# num_stages; benchmarks/bench_mlstm_triton.py --sweep measures the alternatives
+# num_stages, as measured best on an H200 at the 7B geometry (benchmarks/bench_mlstm_triton.py --sweep)
 TUNING = {
-    "states": dict(BK=64, BV=64, num_warps=4, num_stages=3),
-    "outputs": dict(BK=64, BV=64, num_warps=4, num_stages=3),
-    "states_backward": dict(BK=64, BV=64, num_warps=4, num_stages=3),
-    "grads_qk": dict(BK=64, BV=64, num_warps=4, num_stages=3),
+    "states": dict(BK=64, BV=128, num_warps=4, num_stages=3),
+    "outputs": dict(BK=64, BV=128, num_warps=4, num_stages=3),
+    "states_backward": dict(BK=64, BV=128, num_warps=4, num_stages=3),
+    "grads_qk": dict(BK=64, BV=32, num_warps=4, num_stages=3),
     "grads_v": dict(BK=64, BV=64, num_warps=4, num_stages=3),
 }
 
@@ -96,6 +96,12 @@ def _common_args(q, DK: int, DV: int, L: int) -> dict:
                 DOT_F32=q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
 
 
+def _store_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of the per-chunk memories (and their gradients) in global memory: bf16 for bf16 inputs, whose
+    kernels round them to bf16 for the tensor cores anyway (it halves the traffic); fp32 otherwise."""
+    return torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32
+
+
 def _tiles(kernel: str, DK: int, DV: int) -> dict:
     """Tile sizes and launch settings of one kernel (TUNING)."""
     tuning = TUNING[kernel]
@@ -109,7 +115,7 @@ def _chunk_memories(k, v, gates, initial, input_gate: str, common: dict, B, S, H
     tiles = _tiles("states", DK, DV)
     BK, BV = tiles["BK"], tiles["BV"]
     dev, f32 = k.device, torch.float32
-    C_in = torch.empty(B * H, NC, DK, DV, device=dev, dtype=f32)
+    C_in = torch.empty(B * H, NC, DK, DV, device=dev, dtype=_store_dtype(k))
     n_in = torch.empty(B * H, NC, DK, device=dev, dtype=f32)
     m_in = torch.empty(B * H, NC, device=dev, dtype=f32)
     C = torch.empty(B, H, DK, DV, device=dev, dtype=f32)
@@ -146,7 +152,7 @@ def _backward(q, k, v, i, f, initial, resets, h, final, rows, dh, d_final, input
     inv_den = torch.where(torch.arange(NC * L, device=dev) < S, 1 / den, 0.0)
     d_sum = d_den * torch.sign(sum_row) * (sum_row.abs() >= torch.exp(-m_row))
 
-    dC_out = torch.empty(BH, NC, DK, DV, device=dev, dtype=f32)
+    dC_out = torch.empty(BH, NC, DK, DV, device=dev, dtype=_store_dtype(q))
     dn_out = torch.empty(BH, NC, DK, device=dev, dtype=f32)
     dC0 = torch.empty(B, H, DK, DV, device=dev, dtype=f32)
     dn0 = torch.empty(B, H, DK, device=dev, dtype=f32)

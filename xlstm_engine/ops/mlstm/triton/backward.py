@@ -49,11 +49,11 @@ def _chunk_states_backward(
     part = (pid_k * tl.num_programs(1) + pid_v) * tl.num_programs(2) + pid_bh
     for c in range(NC - 1, -1, -1):
         chunk = pid_bh.to(tl.int64) * NC + c
-        tl.store(DC_OUT + chunk * DK * DV + rk[:, None] * DV + rv[None, :], dC, mask=mkv)
+        tl.store(DC_OUT + chunk * DK * DV + rk[:, None] * DV + rv[None, :], dC.to(DC_OUT.dtype.element_ty), mask=mkv)
         m_in = tl.load(M_IN + chunk)
         decay = tl.exp(tl.load(G + chunk) + m_in - tl.load(M_NEXT + chunk))
         C = tl.load(C_IN + chunk * DK * DV + rk[:, None] * DV + rv[None, :], mask=mkv, other=0.0)
-        dg = tl.sum(tl.sum(dC * C, axis=1), axis=0)
+        dg = tl.sum(tl.sum(dC * C.to(tl.float32), axis=1), axis=0)
         if pid_v == 0:
             tl.store(DN_OUT + chunk * DK + rk, dn, mask=mk)
             dg += tl.sum(dn * tl.load(N_IN + chunk * DK + rk, mask=mk, other=0.0), axis=0)

@@ -54,7 +54,7 @@ def _chunk_states(
     v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
     for c in range(NC):
         chunk_kv = (pid_bh.to(tl.int64) * NC + c) * DK * DV + rk[:, None] * DV + rv[None, :]
-        tl.store(C_IN + chunk_kv, C, mask=mkv)
+        tl.store(C_IN + chunk_kv, C.to(C_IN.dtype.element_ty), mask=mkv)
         if pid_v == 0:
             tl.store(N_IN + (pid_bh.to(tl.int64) * NC + c) * DK + rk, n, mask=mk)
             if pid_k == 0:
@@ -118,8 +118,14 @@ def _chunk_outputs(
         C = tl.load(C_IN + chunk * DK * DV + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
                     other=0.0)
         q_C += _dot(q, C.to(q.dtype), PRECISION, DOT_F32)
-        n = tl.load(N_IN + chunk * DK + rk, mask=mk, other=0.0)
-        q_n += tl.sum(q.to(tl.float32) * n[None, :], axis=1)
+
+    # q . n_in in a loop of its own: with q also in elementwise math inside the pipelined dot loop above,
+    # Triton 3.6 (num_stages >= 2, bf16 C_in) computed wrong outputs on an H200
+    for k0 in range(0, DK, BK):
+        rk = k0 + tl.arange(0, BK)
+        mk = rk < DK
+        q = tl.load(q_base + t[:, None] * stride_qs + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+        q_n += tl.sum(q.to(tl.float32) * tl.load(N_IN + chunk * DK + rk, mask=mk, other=0.0)[None, :], axis=1)
 
     gates = pid_bh.to(tl.int64) * NC * L + t
     b_decay = tl.load(B_DECAY + gates)
