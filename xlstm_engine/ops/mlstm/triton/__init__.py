@@ -13,7 +13,7 @@ import torch
 import triton
 
 from ..state import mLSTMState
-from .backward import _chunk_grads_qk, _chunk_grads_v, _chunk_states_backward
+from .backward import _chunk_grads_qk, _chunk_grads_v, _chunk_states_backward, _output_dot
 from .forward import _chunk_outputs, _chunk_states
 from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 
@@ -146,8 +146,11 @@ def _backward(q, k, v, i, f, initial, resets, h, final, rows, dh, d_final, input
     m_row, sum_row = rows
     den = torch.maximum(sum_row.abs(), torch.exp(-m_row)) + eps
     dh = torch.zeros_like(h) if dh is None else dh.contiguous()
+    h_dh = torch.empty(B, S, H, device=dev, dtype=f32)
+    _output_dot[(triton.cdiv(B * S * H, 32),)](h, dh, h_dh, B * S * H, DV=DV, ROWS=32,
+                                               BV=min(128, triton.next_power_of_2(DV)))
     d_den = torch.zeros(BH, NC * L, device=dev, dtype=f32)
-    d_den[:, :S] = -(dh.float() * h.float()).sum(-1).transpose(1, 2).reshape(BH, S)
+    d_den[:, :S] = -h_dh.transpose(1, 2).reshape(BH, S)
     d_den /= den
     inv_den = torch.where(torch.arange(NC * L, device=dev) < S, 1 / den, 0.0)
     d_sum = d_den * torch.sign(sum_row) * (sum_row.abs() >= torch.exp(-m_row))

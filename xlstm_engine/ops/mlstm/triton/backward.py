@@ -203,3 +203,18 @@ def _chunk_grads_v(
     dv = _dot(tl.trans(weights).to(dh.dtype), d_num, PRECISION, DOT_F32) + w_out[:, None] * k_dC
     tl.store(DV_OUT + b.to(tl.int64) * stride_vb + h * stride_vh + t[:, None] * stride_vs + rv[None, :],
              dv.to(DV_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
+
+
+@triton.jit
+def _output_dot(H, DH, OUT, N, DV: tl.constexpr, ROWS: tl.constexpr, BV: tl.constexpr):
+    """OUT[r] = sum_v H[r, v] * DH[r, v] in fp32 over N rows of length DV (contiguous): one read of h and dh."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    mr = rows < N
+    total = tl.zeros([ROWS], dtype=tl.float32)
+    for v0 in range(0, DV, BV):
+        rv = v0 + tl.arange(0, BV)
+        mask = mr[:, None] & (rv < DV)[None, :]
+        offsets = rows.to(tl.int64)[:, None] * DV + rv[None, :]
+        h = tl.load(H + offsets, mask=mask, other=0.0).to(tl.float32)
+        total += tl.sum(h * tl.load(DH + offsets, mask=mask, other=0.0).to(tl.float32), axis=1)
+    tl.store(OUT + rows, total, mask=mr)
