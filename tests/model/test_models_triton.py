@@ -1,0 +1,68 @@
+"""The models on the Triton mLSTM kernels, with no change to their code: the same logits, parameter gradients and
+decoding as on the PyTorch chunkwise form (in Triton's interpreter without a GPU)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import xlstm_engine as xe
+from xlstm_engine.testing import TOLERANCES, assert_close
+
+pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def large():
+    """xLSTM Large with head dims 16 (qk) and 32 (v)."""
+    return xe.xLSTMLarge(xe.xLSTMLargeConfig(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=61))
+
+
+def neurips():
+    """NeurIPS xLSTM, mLSTM blocks with head dim 32."""
+    layer = xe.mLSTMLayerConfig(num_heads=2, qkv_proj_blocksize=4, conv1d_kernel_size=4)
+    return xe.xLSTMLMModel(xe.xLSTMLMModelConfig(vocab_size=61, num_blocks=2, embedding_dim=32, context_length=64,
+                                                 mlstm_block=xe.mLSTMBlockConfig(mlstm=layer)))
+
+
+def prefill(model, ids, state=None):
+    return model(ids, state=state) if isinstance(model, xe.xLSTMLarge) else model.forward_with_state(ids, state)
+
+
+def decode(model, ids, state):
+    return model(ids, state=state) if isinstance(model, xe.xLSTMLarge) else model.step(ids, state)
+
+
+@pytest.mark.parametrize("build", [large, neurips], ids=["large-triton", "neurips-triton"])
+def test_models_on_the_triton_kernels(build):
+    """Triton in float32 against the chunkwise form in float64: within the float32 bound, or within twice the error
+    of the float32 chunkwise form (two layers of float32 rounding reach the bound for small gradients)."""
+    torch.manual_seed(0)
+    model = build()
+    with torch.no_grad():  # away from the init, so that every gate and memory matters
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    model = model.to(DEVICE)
+    ids = torch.randint(0, 61, (2, 40), device=DEVICE)
+    ref = run(model.double(), "chunkwise", ids)
+    own = run(model.float(), "chunkwise", ids)
+    out = run(model, "triton", ids)
+    for name in ref:
+        own_error = (own[name].double() - ref[name]).norm() / ref[name].norm()
+        assert_close(name, ref[name].cpu(), out[name].cpu(), max(TOLERANCES[torch.float32], 2 * own_error.item()))
+
+
+def run(model, backend: str, ids) -> dict[str, torch.Tensor]:
+    """Logits, the gradients of all parameters, and the logits of decoding token by token after a prompt."""
+    model.runtime.backend = backend
+    model.runtime.state_dtype = next(model.parameters()).dtype
+    model.zero_grad()
+    logits, _ = prefill(model, ids)
+    F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
+    with torch.no_grad():  # the Triton step kernel
+        _, state = prefill(model, ids[:, :30])
+        steps = []
+        for t in range(30, 36):
+            step_logits, state = decode(model, ids[:, t:t + 1], state)
+            steps.append(step_logits)
+    return dict(logits=logits.detach(), steps=torch.cat(steps, 1),
+                **{name: p.grad.clone() for name, p in model.named_parameters()})
