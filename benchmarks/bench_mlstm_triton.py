@@ -54,7 +54,10 @@ def sequence_inputs(B, S, H, DK, DV):
 
 def implementations(x: dict) -> dict:
     """name -> (function of the inputs, the inputs it wants). Ours takes [B, S, H, D]; mlstm_kernels [B, H, S, D]."""
-    impls = {"ours exp L=64": (lambda q, k, v, i, f: mlstm(q, k, v, i, f, backend="triton", chunk_size=64)[0], x)}
+    impls = {}
+    for L in (64, 128):  # 128: the outputs kernel in row blocks of 64, the backward in chunks of 64
+        impls[f"ours exp L={L}"] = (lambda q, k, v, i, f, L=L: mlstm(q, k, v, i, f, backend="triton",
+                                                                        chunk_size=L)[0], x)
     impls["ours sigmoid L=64"] = (lambda q, k, v, i, f: mlstm(q, k, v, i, f, backend="triton", input_gate="sigmoid",
                                                               chunk_size=64)[0], x)
     theirs = {name: t.transpose(1, 2).contiguous() for name, t in x.items()}

@@ -47,6 +47,24 @@ def test_triton_resets_match_naive(input_gate):
     assert_all_close(ref, run_triton(inputs, input_gate=input_gate, chunk_size=32, resets=resets.to(DEVICE)))
 
 
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+@pytest.mark.parametrize("with_resets", [False, True])
+@pytest.mark.parametrize("S", [100, 300])
+def test_triton_chunk_128_in_row_blocks(S, with_resets, input_gate):
+    """A forward chunk of 128 computed in blocks of 64 rows (the backward recomputes with chunks of 64), with a
+    document boundary inside a row block and one between them."""
+    inputs = make_inputs(S=S, DK=16, DV=32, f_shift=4.0)
+    resets = None
+    if with_resets:
+        resets = torch.zeros(2, S, dtype=torch.bool)
+        resets[0, [40, 64, 200 % S]] = True
+        resets[1, [97]] = True
+    ref = run(inputs, "naive_recurrent", input_gate=input_gate, resets=resets)
+    out = run_triton(inputs, input_gate=input_gate, chunk_size=128,
+                     resets=None if resets is None else resets.to(DEVICE))
+    assert_all_close(ref, out)
+
+
 @pytest.mark.parametrize(("i_shift", "f_shift"), [(30.0, 2.0), (-30.0, 2.0), (0.0, 30.0), (0.0, -30.0)])
 @pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
 def test_triton_extreme_gates(i_shift, f_shift, input_gate):

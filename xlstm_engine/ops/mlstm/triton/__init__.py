@@ -20,6 +20,9 @@ from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 PRECISIONS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "tf32", torch.float16: "tf32"}
 # launch settings per kernel: largest tiles over DK and DV (capped at the head dims), and Triton's num_warps and
 # num_stages, as measured best on an H200 at the 7B geometry (benchmarks/bench_mlstm_triton.py --sweep)
+# rows per block of the outputs kernel, and the backward's chunk: a longer forward chunk (fewer chunk memories to
+# write and read) is computed in blocks of this many rows; the backward recomputes with chunks of this size
+ROW_BLOCK = 64
 TUNING = {
     "states": dict(BK=64, BV=128, num_warps=4, num_stages=3),
     "outputs": dict(BK=64, BV=128, num_warps=4, num_stages=3),
@@ -57,7 +60,7 @@ class _TritonChunkwise(torch.autograd.Function):
         initial = None if C0 is None else (C0, n0, m0)
         h, final, rows = _forward(q, k, v, i, f, initial, resets, input_gate, eps, chunk_size)
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, resets, h, *final, *rows)
-        ctx.options = dict(input_gate=input_gate, eps=eps, L=chunk_size)
+        ctx.options = dict(input_gate=input_gate, eps=eps, L=min(chunk_size, ROW_BLOCK))
         ctx.set_materialize_grads(False)
         return h, *final
 
@@ -81,11 +84,12 @@ def _forward(q, k, v, i, f, initial, resets, input_gate: str, eps: float, L: int
     h = torch.empty(B, S, H, DV, device=q.device, dtype=q.dtype)
     m_row, sum_row = torch.empty(2, B * H, NC * L, device=q.device, dtype=torch.float32)
     tiles = _tiles("outputs", DK, DV)
-    _chunk_outputs[(triton.cdiv(DV, tiles["BV"]), NC, B * H)](
+    LB = min(L, ROW_BLOCK)
+    _chunk_outputs[(triton.cdiv(DV, tiles["BV"]) * (L // LB), NC, B * H)](
         q, k, v, gates["b_decay"], gates["b_inflow"], gates["log_i"], gates["segment"], gates["restart"],
         C_in, n_in, m_in, h, m_row, sum_row,
         S, H, NC, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *h.stride()[:3], DK**-0.5, eps,
-        HAS_RESETS=resets is not None, STABILIZE=input_gate == "exp", **common, **tiles,
+        HAS_RESETS=resets is not None, STABILIZE=input_gate == "exp", LB=LB, **common, **tiles,
     )
     return h, final, (m_row, sum_row)
 
@@ -142,8 +146,9 @@ def _backward(q, k, v, i, f, initial, resets, h, final, rows, dh, d_final, input
     C, n, m = final
     m_next = torch.cat([m_in[:, 1:], m.reshape(BH, 1)], 1).contiguous()  # stabilizer of the memory leaving a chunk
 
-    # h = num / den with den = max(|q . n|, exp(-m)) + eps: d(den) = -sum_v dh h / den
-    m_row, sum_row = rows
+    # h = num / den with den = max(|q . n|, exp(-m)) + eps: d(den) = -sum_v dh h / den. The rows are the tokens'
+    # (padded to the forward's chunks, which may be longer than L)
+    m_row, sum_row = (x[:, :NC * L].contiguous() for x in rows)
     den = torch.maximum(sum_row.abs(), torch.exp(-m_row)) + eps
     dh = torch.zeros_like(h) if dh is None else dh.contiguous()
     h_dh = torch.empty(B, S, H, device=dev, dtype=f32)

@@ -87,28 +87,31 @@ def _chunk_outputs(
     Q, K, V, B_DECAY, B_INFLOW, LOG_I, SEGMENT, RESTART, C_IN, N_IN, M_IN, H_OUT, M_ROW, SUM_ROW,
     S, H, NC, stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
     stride_hb, stride_hs, stride_hh, scale, eps,
-    DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, LB: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     HAS_RESETS: tl.constexpr, STABILIZE: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    """B_DECAY [BH, NC*L]: in-chunk cumsum of the log forget gates (for the decay between two tokens of one
-    document); B_INFLOW: the same with -inf from a reset on (the log weight of the entering memory); LOG_I: log
-    input gates (-inf on padding); SEGMENT: document index of each token; RESTART: log weight of the empty memory
-    a reset put in place (-inf without one). Writes h, and for the backward the row stabilizer and the signed
-    normalizer sum q . n of every row (padding rows included)"""
-    pid_v, c, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """One block of LB rows of one chunk (L = LB or a multiple), one DV tile. B_DECAY [BH, NC*L]: in-chunk cumsum
+    of the log forget gates (for the decay between two tokens of one document); B_INFLOW: the same with -inf from
+    a reset on (the log weight of the entering memory); LOG_I: log input gates (-inf on padding); SEGMENT: document
+    index of each token; RESTART: log weight of the empty memory a reset put in place (-inf without one). Writes
+    h, and for the backward the row stabilizer and the signed normalizer sum q . n of every row (padding rows
+    included). The row block sees its own (diagonal) block of columns and, fully, the column blocks before it."""
+    NRB: tl.constexpr = L // LB
+    pid_v, block, c, pid_bh = tl.program_id(0) // NRB, tl.program_id(0) % NRB, tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
     rv = pid_v * BV + tl.arange(0, BV)
-    rl = tl.arange(0, L)
+    rows = block * LB + tl.arange(0, LB)  # position in the chunk
     mv = rv < DV
-    t = c * L + rl
+    t = c * L + rows
     mt = t < S
     q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
     k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
     chunk = pid_bh.to(tl.int64) * NC + c
 
-    scores = tl.zeros([L, L], dtype=tl.float32)
-    q_C = tl.zeros([L, BV], dtype=tl.float32)
-    q_n = tl.zeros([L], dtype=tl.float32)
+    scores = tl.zeros([LB, LB], dtype=tl.float32)
+    q_C = tl.zeros([LB, BV], dtype=tl.float32)
+    q_n = tl.zeros([LB], dtype=tl.float32)
     for k0 in range(0, DK, BK):
         rk = k0 + tl.arange(0, BK)
         mk = rk < DK
@@ -127,31 +130,58 @@ def _chunk_outputs(
         q = tl.load(q_base + t[:, None] * stride_qs + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
         q_n += tl.sum(q.to(tl.float32) * tl.load(N_IN + chunk * DK + rk, mask=mk, other=0.0)[None, :], axis=1)
 
-    gates = pid_bh.to(tl.int64) * NC * L + t
-    b_decay = tl.load(B_DECAY + gates)
-    log_w_in = tl.load(B_INFLOW + gates)
-    log_decay = b_decay[:, None] - b_decay[None, :] + tl.load(LOG_I + gates)[None, :]
-    visible = rl[:, None] >= rl[None, :]
-    if HAS_RESETS:
-        segment = tl.load(SEGMENT + gates)
-        visible = visible & (segment[:, None] == segment[None, :])
-    log_decay = tl.where(visible, log_decay, float("-inf"))
-    log_w_in += tl.load(M_IN + chunk)
-    if STABILIZE:
-        m_row = tl.maximum(log_w_in, tl.max(log_decay, axis=1))
-        if HAS_RESETS:
-            m_row = tl.maximum(m_row, tl.load(RESTART + gates))
+    first = pid_bh.to(tl.int64) * NC * L + c * L  # the chunk's first gate
+    b_decay = tl.load(B_DECAY + first + rows)
+    if HAS_RESETS:  # noqa: SIM108 (a compile-time branch)
+        segment = tl.load(SEGMENT + first + rows)
     else:
-        m_row = tl.zeros([L], dtype=tl.float32)
-    weights = scores * scale * tl.exp(log_decay - m_row[:, None])  # [L, L]
+        segment = rows
+    log_w_in = tl.load(B_INFLOW + first + rows) + tl.load(M_IN + chunk)
+    log_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, rows, b_decay, segment, HAS_RESETS)
+    if STABILIZE:  # the recurrent m of each row: the largest log weight it sees, taken from the gates alone
+        m_row = tl.maximum(log_w_in, tl.max(log_decay, axis=1))
+        for earlier in range(0, block):
+            cols = earlier * LB + tl.arange(0, LB)
+            earlier_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, cols, b_decay, segment, HAS_RESETS)
+            m_row = tl.maximum(m_row, tl.max(earlier_decay, axis=1))
+        if HAS_RESETS:
+            m_row = tl.maximum(m_row, tl.load(RESTART + first + rows))
+    else:
+        m_row = tl.zeros([LB], dtype=tl.float32)
+    weights = scores * scale * tl.exp(log_decay - m_row[:, None])  # [LB, LB]
     w_in = tl.exp(log_w_in - m_row) * scale
-    v = tl.load(V + b.to(tl.int64) * stride_vb + h * stride_vh + t[:, None] * stride_vs + rv[None, :],
-                mask=mt[:, None] & mv[None, :], other=0.0)
+    v = tl.load(v_base + t[:, None] * stride_vs + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
     num = _dot(weights.to(v.dtype), v, PRECISION, DOT_F32) + w_in[:, None] * q_C
     sum_row = tl.sum(weights, axis=1) + w_in * q_n
+    for earlier in range(0, block):  # the column blocks before the diagonal one
+        cols = earlier * LB + tl.arange(0, LB)
+        tc = c * L + cols
+        scores = tl.zeros([LB, LB], dtype=tl.float32)
+        for k0 in range(0, DK, BK):
+            rk = k0 + tl.arange(0, BK)
+            mk = rk < DK
+            q = tl.load(q_base + t[:, None] * stride_qs + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+            k = tl.load(k_base + tc[:, None] * stride_ks + rk[None, :], mask=(tc < S)[:, None] & mk[None, :],
+                        other=0.0)
+            scores += _dot(q, tl.trans(k), PRECISION, DOT_F32)
+        earlier_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, cols, b_decay, segment, HAS_RESETS)
+        weights = scores * scale * tl.exp(earlier_decay - m_row[:, None])
+        v = tl.load(v_base + tc[:, None] * stride_vs + rv[None, :], mask=(tc < S)[:, None] & mv[None, :], other=0.0)
+        num += _dot(weights.to(v.dtype), v, PRECISION, DOT_F32)
+        sum_row += tl.sum(weights, axis=1)
     out = num / (tl.maximum(tl.abs(sum_row), tl.exp(-m_row)) + eps)[:, None]
     tl.store(H_OUT + b.to(tl.int64) * stride_hb + h * stride_hh + t[:, None] * stride_hs + rv[None, :],
              out.to(H_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
     if pid_v == 0:
-        tl.store(M_ROW + gates, m_row)
-        tl.store(SUM_ROW + gates, sum_row)
+        tl.store(M_ROW + first + rows, m_row)
+        tl.store(SUM_ROW + first + rows, sum_row)
+
+
+@triton.jit
+def _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, cols, b_rows, segment_rows, HAS_RESETS: tl.constexpr):
+    """D [rows, cols] = b_j - b_l + log i_l where token l reaches row j (l <= j, one document), else -inf."""
+    log_decay = b_rows[:, None] - tl.load(B_DECAY + first + cols)[None, :] + tl.load(LOG_I + first + cols)[None, :]
+    visible = rows[:, None] >= cols[None, :]
+    if HAS_RESETS:
+        visible = visible & (segment_rows[:, None] == tl.load(SEGMENT + first + cols)[None, :])
+    return tl.where(visible, log_decay, float("-inf"))
