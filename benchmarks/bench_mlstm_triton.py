@@ -162,6 +162,38 @@ def profile(tokens: int) -> str:
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
 
 
+def prompt_table(lengths, batches) -> list[dict]:
+    """A short prompt continuing a state, one layer, 7B geometry, without autograd (us, do_bench: launches count):
+    ours in one launch (the default up to SHORT_PROMPT tokens), ours through the chunkwise kernels, and
+    mlstm_kernels' recurrent sequence kernel (its Triton step in a loop, what its models run short inputs on)."""
+    try:
+        from mlstm_kernels.torch import get_mlstm_sequence_kernel
+        theirs = get_mlstm_sequence_kernel("native_sequence__triton")
+    except ImportError:
+        theirs = None
+    rows = [prompt_row(B, S, theirs) for B in batches for S in lengths]
+    for row in rows:
+        print(row, flush=True)
+    return rows
+
+
+def prompt_row(B: int, S: int, theirs) -> dict:
+    from xlstm_engine.ops.mlstm.triton import mlstm_triton
+
+    H, DK, DV = GEOMETRIES["7B"]
+    x = sequence_inputs(B, S, H, DK, DV)
+    state = mLSTMState.zeros(B, H, DK, DV, device="cuda")
+    row = dict(B=B, S=S)
+    with torch.no_grad():
+        row["ours (one launch)"] = bench(lambda: mlstm(**x, initial_state=state)) * 1e3
+        row["ours chunkwise kernels"] = bench(lambda: mlstm_triton(**x, initial_state=state)) * 1e3
+        if theirs is not None:
+            t = {name: y.transpose(1, 2).contiguous() for name, y in x.items()}
+            row["mlstm_kernels step loop"] = bench(lambda: theirs(
+                **t, c_initial=state.C, n_initial=state.n, m_initial=state.m[..., None], return_last_states=True)) * 1e3
+    return row
+
+
 def sweep(tokens: int) -> list[tuple[str, dict, float, float]]:
     """Our kernels' launch settings, one change at a time from TUNING, at the 7B geometry, S = 8192."""
     H, DK, DV = GEOMETRIES["7B"]
@@ -186,6 +218,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=65536)
     parser.add_argument("--seqlens", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64, 128, 256])
+    parser.add_argument("--prompts", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="also write all results to this file")
@@ -217,6 +250,7 @@ def main() -> None:
             print(row, flush=True)
             del x
             torch.cuda.empty_cache()
+    report["prompt"] = prompt_table(args.prompts, (1, 8))
     report["step"] = step_table(args.batches)
     for row in report["step"]:
         print(row, flush=True)
@@ -246,6 +280,11 @@ def print_tables(report: dict) -> None:
                 print(f"| {name} | {cells[0]} | {cells[1]} | {share} |")
         for pair, diff in row.get("agreement", {}).items():
             print(f"relative difference of h, {pair}: {diff:.1e}")
+    print("\n| B | S | " + " | ".join(k for k in report["prompt"][0] if k not in ("B", "S")) + " |")
+    print("|---" * len(report["prompt"][0]) + "|")
+    for row in report["prompt"]:
+        print(f"| {row['B']} | {row['S']} | " + " | ".join(f"{v:.1f}" for k, v in row.items() if k not in ("B", "S"))
+              + " |")
     print("\n| B | " + " | ".join(k for k in report["step"][0] if k != "B") + " |")
     print("|---" * len(report["step"][0]) + "|")
     for row in report["step"]:

@@ -192,3 +192,36 @@ def test_triton_full_size_on_gpu(dtype, input_gate):
     ref = run(rounded, "chunkwise", input_gate=input_gate, chunk_size=64)  # = naive_recurrent to 1e-10 (CPU tests)
     out = run_triton(inputs, dtype=dtype, input_gate=input_gate, chunk_size=64)
     assert_all_close({name: t.cpu() for name, t in ref.items()}, out, None if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+@pytest.mark.parametrize(("S", "DK", "DV", "i_shift", "f_shift"), [
+    (2, 16, 16, 0.0, 2.0), (7, 48, 80, 0.0, 2.0), (16, 32, 512, 0.0, 2.0), (33, 16, 32, 0.0, 2.0),
+    (64, 16, 16, 0.0, 2.0), (20, 16, 16, 30.0, 2.0), (20, 16, 16, 0.0, -30.0)])
+def test_triton_short_prompt_matches_naive(S, DK, DV, i_shift, f_shift, input_gate):
+    """Without autograd, up to SHORT_PROMPT tokens run in one launch: outputs and the new state."""
+    x = {name: t.detach() for name, t in make_inputs(S=S, DK=DK, DV=DV, i_shift=i_shift, f_shift=f_shift).items()}
+    ref_h, ref_state = mlstm_recurrent_naive(*(x[n] for n in "qkvif"), mLSTMState(x["C0"], x["n0"], x["m0"]),
+                                             input_gate=input_gate)
+    cast = {name: t.to(DEVICE, torch.float32) for name, t in x.items()}
+    state = mLSTMState(cast["C0"], cast["n0"], cast["m0"])
+    h, new = mlstm(*(cast[n] for n in "qkvif"), initial_state=state, backend="triton", input_gate=input_gate,
+                   output_final_state=True, inplace=True)
+    assert new is state
+    float32_h, float32_state = mlstm_recurrent_naive(*(x[n].float() for n in "qkvif"),
+                                                     mLSTMState(*(x[n].float() for n in ("C0", "n0", "m0"))),
+                                                     input_gate=input_gate)
+    for name, a, b, own in zip(("h", "C", "n", "m"), (ref_h, *ref_state), (h, *state), (float32_h, *float32_state),
+                               strict=True):  # extreme gates: within twice the float32 loop's own error
+        assert_close(name, a, b.cpu(), max(TOLERANCES[torch.float32], 2 * error_ratio(a, own)))
+
+
+def test_triton_short_prompt_half_precision_and_empty_state():
+    x = {name: t.detach() for name, t in make_inputs(S=24, DK=32, DV=32).items()}
+    rounded = {name: t.to(torch.bfloat16).double() if name in "qkv" else t for name, t in x.items()}
+    ref_h, ref_state = mlstm_recurrent_naive(*(rounded[n] for n in "qkvif"))
+    h, state = mlstm(*(x[n].to(DEVICE, torch.bfloat16 if n in "qkv" else torch.float32) for n in "qkvif"),
+                     backend="triton", output_final_state=True)
+    assert h.dtype == torch.bfloat16 and state.C.dtype == torch.float32
+    for name, a, b in zip(("h", "C", "n", "m"), (ref_h, *ref_state), (h, *state), strict=True):
+        assert_close(name, a, b.cpu().double(), ratio=1e-2)

@@ -17,11 +17,12 @@ from .naive import mlstm_parallel_naive, mlstm_recurrent_naive
 from .state import mLSTMState
 from .step import mlstm_step
 
+SHORT_PROMPT = 64  # up to this many tokens without autograd, the Triton path is one launch (triton/short.py)
 BACKENDS = ("auto", "triton", "chunkwise", "step", "naive_recurrent", "naive_parallel")
 INPUT_GATES = ("exp", "sigmoid")
 
-__all__ = ["BACKENDS", "INPUT_GATES", "check_resets", "check_state", "mLSTMState", "mlstm", "mlstm_chunkwise",
-           "mlstm_parallel_naive", "mlstm_recurrent_naive", "mlstm_step"]
+__all__ = ["BACKENDS", "INPUT_GATES", "SHORT_PROMPT", "check_resets", "check_state", "mLSTMState", "mlstm",
+           "mlstm_chunkwise", "mlstm_parallel_naive", "mlstm_recurrent_naive", "mlstm_step"]
 
 
 def mlstm(
@@ -42,7 +43,8 @@ def mlstm(
         eps (float): added to the denominator after the max. Default: 1e-6.
         chunk_size (int): tokens per chunk of the chunkwise form; any S works. Default: 64.
         backend (str): one of `BACKENDS`. "auto" takes the Triton kernels on CUDA (head dims multiples of 16 up
-            to 512, chunk_size 16-128; for S = 1 without autograd the fused step kernel) and otherwise the
+            to 512, chunk_size 16-128; without autograd, the fused step kernel for S = 1 and one launch for
+            prompts of up to SHORT_PROMPT tokens) and otherwise the
             PyTorch chunkwise form, or its single step for S = 1. The naive ones are the references.
             Default: "auto".
         resets (Tensor, optional): bool `[B, S]`; True empties the memory before that token, so that packed
@@ -60,10 +62,18 @@ def mlstm(
     kwargs = dict(input_gate=input_gate, eps=eps)
     if backend == "auto":
         backend = "triton" if _triton_fits(q, v, chunk_size) else "step" if S == 1 else "chunkwise"
-    h = None
-    if S == 1 and backend in ("step", "triton"):
+    if backend == "triton":
+        from .triton import check_inputs as check_triton_inputs  # imported on use: triton is optional
+
+        check_triton_inputs(q, k, v, chunk_size)
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, i, f, *(initial_state or ())))
+    if S == 1 and (backend == "step" or (backend == "triton" and not needs_grad)):
         h, state = _one_step(q, k, v, i, f, initial_state, resets, backend == "triton", inplace, **kwargs)
-    if h is None:
+    elif backend == "triton" and not needs_grad and S <= SHORT_PROMPT and resets is None:
+        from .triton.short import mlstm_short_triton
+
+        h, state = mlstm_short_triton(q, k, v, i, f, initial_state, **kwargs)
+    else:
         h, state = _sequence(backend, q, k, v, i, f, initial_state, resets, chunk_size, **kwargs)
     if inplace and state is not initial_state:
         for target, new in zip(initial_state, state, strict=True):
@@ -87,8 +97,7 @@ def _sequence(backend: str, q, k, v, i, f, initial_state, resets, chunk_size: in
 
 
 def _one_step(q, k, v, i, f, initial_state, resets, use_triton: bool, inplace: bool, **kwargs):
-    """S = 1: the fused Triton step (without autograd) or the PyTorch step. (None, None) hands the token to the
-    Triton sequence kernels, for autograd."""
+    """S = 1: the fused Triton step (without autograd) or the PyTorch step."""
     B, _, H, DK = q.shape
     state = initial_state
     if state is None:
@@ -100,8 +109,6 @@ def _one_step(q, k, v, i, f, initial_state, resets, use_triton: bool, inplace: b
     if not use_triton:
         h, state = mlstm_step(q, k, v, i, f, state, **kwargs)
         return h[:, None], state
-    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, i, f, *state)):
-        return None, None
     from .triton.step import mlstm_step_triton
 
     out = initial_state if inplace else None

@@ -42,6 +42,14 @@ def mlstm_triton(
     DK and DV must be multiples of 16 (<= 512); chunk_size a power of two in [16, 128]. Returns h in q's dtype and
     the final state in float32.
     """
+    check_inputs(q, k, v, chunk_size)
+    C0, n0, m0 = (None, None, None) if initial_state is None else initial_state
+    h, C, n, m = _TritonChunkwise.apply(q, k, v, i, f, C0, n0, m0, resets, input_gate, eps, chunk_size)
+    return h, mLSTMState(C, n, m)
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = 64) -> None:
+    """Raise unless the Triton kernels take these head dims, chunk size and dtypes."""
     DK, DV = q.shape[-1], v.shape[-1]
     if DK % 16 or DV % 16 or max(DK, DV) > 512:
         raise ValueError(f"the Triton mLSTM needs head dims that are multiples of 16 up to 512, got DK={DK}, DV={DV}")
@@ -49,9 +57,6 @@ def mlstm_triton(
         raise ValueError(f"the Triton mLSTM needs chunk_size in (16, 32, 64, 128), got {chunk_size}")
     if q.dtype not in PRECISIONS or not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    C0, n0, m0 = (None, None, None) if initial_state is None else initial_state
-    h, C, n, m = _TritonChunkwise.apply(q, k, v, i, f, C0, n0, m0, resets, input_gate, eps, chunk_size)
-    return h, mLSTMState(C, n, m)
 
 
 class _TritonChunkwise(torch.autograd.Function):
