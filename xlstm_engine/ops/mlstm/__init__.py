@@ -44,9 +44,8 @@ def mlstm(
         chunk_size (int): tokens per chunk of the chunkwise form; any S works. Default: 64.
         backend (str): one of `BACKENDS`. "auto" takes the Triton kernels on CUDA (head dims multiples of 16 up
             to 512, chunk_size 16-128; without autograd, the fused step kernel for S = 1 and one launch for
-            prompts of up to SHORT_PROMPT tokens) and otherwise the
-            PyTorch chunkwise form, or its single step for S = 1. The naive ones are the references.
-            Default: "auto".
+            prompts of up to SHORT_PROMPT tokens), otherwise the PyTorch chunkwise form, or its single step for
+            S = 1. The naive ones are the references. Default: "auto".
         resets (Tensor, optional): bool `[B, S]`; True empties the memory before that token, so that packed
             documents do not see each other (each runs as from an empty state).
         inplace (bool): write the final state into `initial_state`'s tensors and return those (for decoding

@@ -18,11 +18,11 @@ from .forward import _chunk_outputs, _chunk_states
 from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 
 PRECISIONS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "tf32", torch.float16: "tf32"}
-# launch settings per kernel: largest tiles over DK and DV (capped at the head dims), and Triton's num_warps and
-# num_stages, as measured best on an H200 at the 7B geometry (benchmarks/bench_mlstm_triton.py --sweep)
 # rows per block of the outputs kernel, and the backward's chunk: a longer forward chunk (fewer chunk memories to
 # write and read) is computed in blocks of this many rows; the backward recomputes with chunks of this size
 ROW_BLOCK = 64
+# launch settings per kernel: largest tiles over DK and DV (capped at the head dims), and Triton's num_warps and
+# num_stages, as measured best on an H200 at the 7B geometry (benchmarks/bench_mlstm_triton.py --sweep)
 TUNING = {
     "states": dict(BK=64, BV=128, num_warps=4, num_stages=3),
     "outputs": dict(BK=64, BV=128, num_warps=4, num_stages=3),
