@@ -225,3 +225,25 @@ def test_triton_short_prompt_half_precision_and_empty_state():
     assert h.dtype == torch.bfloat16 and state.C.dtype == torch.float32
     for name, a, b in zip(("h", "C", "n", "m"), (ref_h, *ref_state), (h, *state), strict=True):
         assert_close(name, a, b.cpu().double(), ratio=1e-2)
+
+
+@pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
+def test_triton_gate_preparation_kernel(input_gate):
+    """The gate kernel (no resets) against the PyTorch preparation (the packed-documents path, with no reset),
+    with gate pre-activations up to +-40, where log sigmoid needs log1p's accuracy."""
+    from xlstm_engine.ops.mlstm.triton.gates import prepare_gates
+
+    g = torch.Generator().manual_seed(0)
+    i, f = (torch.randn(2, 70, 3, generator=g) * 15 for _ in range(2))
+    extremes = torch.tensor([40.0, 30.0, 20.0, 15.0, 9.0, -9.0, -20.0, -40.0, 1e-3, 0.0])
+    f[0, :10, 0] = i[0, :10, 0] = extremes
+    i, f = i.to(DEVICE), f.transpose(0, 1).contiguous().transpose(0, 1).to(DEVICE)  # strides of their own
+    kernel = prepare_gates(i, f, input_gate, None, 32, 3)
+    torch_path = prepare_gates(i, f, input_gate, torch.zeros(2, 70, dtype=torch.bool, device=DEVICE), 32, 3)
+    for name in ("b_decay", "b_inflow", "log_i", "a", "g", "m_chunk"):
+        finite = torch.isfinite(torch_path[name])
+        assert torch.equal(finite, torch.isfinite(kernel[name])), name
+        assert_close(name, torch_path[name][finite].double().cpu(), kernel[name][finite].cpu(), ratio=1e-6)
+    if input_gate == "sigmoid":  # each value to float32 accuracy, e^-40 included
+        exact = torch.nn.functional.logsigmoid(extremes.double())
+        assert ((kernel["log_i"][0, :10].double().cpu() - exact).abs() <= 1e-6 * exact.abs()).all()

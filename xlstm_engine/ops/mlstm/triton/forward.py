@@ -6,8 +6,9 @@ Two launches:
 2. `_chunk_outputs`: one program per (DV tile, chunk, sequence-head) computes the chunk's outputs from the
    L x L intra-chunk decay matrix and the entering memory, under one stabilizer per row (the recurrent m_t).
 
-Gate preprocessing (log gates, in-chunk cumsums, padding of the gates to whole chunks) happens in PyTorch on
-[B, H, S] tensors, which are small next to q, k, v; q, k, v are read in place ([B, S, H, D], any S, masked).
+Gate preprocessing (log gates, in-chunk cumsums, padding of the gates to whole chunks) happens before, on
+[B, H, S] tensors, which are small next to q, k, v (gates.py); q, k, v are read in place ([B, S, H, D], any S,
+masked).
 """
 
 import triton

@@ -1,22 +1,75 @@
-"""The gate side of the Triton mLSTM, in PyTorch on [B, H, S] tensors (small next to q, k, v).
+"""The gate side of the Triton mLSTM, on [B, H, S] tensors (small next to q, k, v).
 
-forward: log gates and their in-chunk cumulative sums, padded to whole chunks, as the kernels read them;
+forward: log gates and their in-chunk cumulative sums, padded to whole chunks, as the kernels read them (one
+small kernel; packed documents in PyTorch);
 backward: the kernels' per-tile gate-gradient parts turned into d(log i), d(log f), plus the gradient that flows
 through the stabilizers m, which the kernels hold constant.
 """
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
 from ..common import cut_at_resets
+
+
+@triton.jit
+def log_sigmoid(x):
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), with log1p to float32 accuracy for any e = exp(-|x|):
+    log(u) e / (u - 1) with u = 1 + e rounded (Goldberg's correction), and e itself where u rounds to 1."""
+    e = tl.exp(-tl.abs(x))
+    u = 1.0 + e
+    rounds_to_one = u == 1.0
+    return tl.minimum(x, 0.0) - tl.where(rounds_to_one, e, tl.log(u) * (e / tl.where(rounds_to_one, 1.0, u - 1.0)))
+
+
+@triton.jit
+def _chunk_gates(
+    IG, FG, B_CUM, LOG_I, A, G, M_CHUNK, S, H, NC, stride_ib, stride_is, stride_ih, stride_fb, stride_fs, stride_fh,
+    L: tl.constexpr, STABILIZE: tl.constexpr,
+):
+    """One chunk of one sequence-head: gate pre-activations [B, S, H] in; B_CUM (in-chunk cumsum of log f), LOG_I,
+    A (log weight in the chunk-end memory) [BH, NC*L] and G (log decay over the chunk), M_CHUNK (max of A) [BH, NC]
+    out. Padding past S: no input, no decay."""
+    c, pid_bh = tl.program_id(0), tl.program_id(1)
+    rl = tl.arange(0, L)
+    t = c * L + rl
+    mt = t < S
+    b, h = (pid_bh // H).to(tl.int64), pid_bh % H
+    f_base = FG + b * stride_fb + h * stride_fh
+    log_f = tl.where(mt, log_sigmoid(tl.load(f_base + t * stride_fs, mask=mt, other=0.0).to(tl.float32)), 0.0)
+    log_i = tl.load(IG + b * stride_ib + h * stride_ih + t * stride_is, mask=mt, other=0.0).to(tl.float32)
+    if not STABILIZE:
+        log_i = log_sigmoid(log_i)
+    log_i = tl.where(mt, log_i, float("-inf"))
+    # a_l = sum_{r>l} log f_r + log i_l: a reverse cumsum of the next token's log f (g - b_l would cancel)
+    following = (t + 1 < S) & (rl + 1 < L)
+    log_f_next = tl.load(f_base + (t + 1) * stride_fs, mask=following, other=0.0).to(tl.float32)
+    a = tl.cumsum(tl.where(following, log_sigmoid(log_f_next), 0.0), axis=0, reverse=True) + log_i
+    b_cum = tl.cumsum(log_f, axis=0)
+    out = pid_bh.to(tl.int64) * NC * L + c * L + rl
+    tl.store(B_CUM + out, b_cum)
+    tl.store(LOG_I + out, log_i)
+    tl.store(A + out, a)
+    tl.store(G + pid_bh * NC + c, tl.sum(tl.where(rl == L - 1, b_cum, 0.0), axis=0))  # exactly the last b
+    tl.store(M_CHUNK + pid_bh * NC + c, tl.max(a, axis=0))
 
 
 def prepare_gates(i, f, input_gate: str, resets, L: int, NC: int) -> dict[str, torch.Tensor]:
     """The gate quantities of the kernels, float32, padded to NC * L tokens (padding: no input, no decay).
 
-    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32), restart; [BH, NC]: g, m_chunk.
+    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32), restart; [BH, NC]: g, m_chunk. Without resets,
+    b_inflow is b_decay, and segment and restart are unread.
     """
     B, S, H = i.shape
+    if resets is None:
+        out = {name: torch.empty(B * H, NC * L, device=i.device, dtype=torch.float32) for name in ("b", "log_i", "a")}
+        g, m_chunk = torch.empty(2, B * H, NC, device=i.device, dtype=torch.float32)
+        _chunk_gates[(NC, B * H)](i, f, out["b"], out["log_i"], out["a"], g, m_chunk, S, H, NC, *i.stride(),
+                                  *f.stride(), L=L, STABILIZE=input_gate == "exp")
+        b = out.pop("b")
+        return dict(out, b_decay=b, b_inflow=b, g=g, m_chunk=m_chunk, segment=out["log_i"], restart=out["log_i"])
     pad = NC * L - S
     log_i = (i.float() if input_gate == "exp" else F.logsigmoid(i.float())).transpose(1, 2)  # [B, H, S]
     log_f = F.logsigmoid(f.float()).transpose(1, 2)

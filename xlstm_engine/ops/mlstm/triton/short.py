@@ -1,8 +1,8 @@
 """Short prompts (up to SHORT_PROMPT = 64 tokens, no autograd) in one Triton launch: gates, outputs, new memory.
 
-The chunkwise path spends more time launching than computing on a few tokens (gate preparation in PyTorch, two
-kernels); here one program per (DV tile, sequence-head) treats the prompt as one chunk and computes its log gates
-and their cumulative sums itself. Same math as one chunk of the chunkwise form (README.md).
+The chunkwise path spends more time launching than computing on a few tokens (gate preparation, two kernels,
+memories written between them); here one program per (DV tile, sequence-head) treats the prompt as one chunk and
+computes its log gates and their cumulative sums itself. Same math as one chunk of the chunkwise form (README.md).
 """
 
 import torch
@@ -13,11 +13,7 @@ from .. import SHORT_PROMPT
 from ..state import mLSTMState
 from . import _common_args, check_inputs
 from .forward import _dot
-
-
-@triton.jit
-def _log_sigmoid(x):
-    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+from .gates import log_sigmoid
 
 
 @triton.jit
@@ -37,10 +33,10 @@ def _short_sequence(
     rv = pid_v * BV + tl.arange(0, BV)
     mv = rv < DV
     gates = b.to(tl.int64) * stride_gb + rs * stride_gs + h * stride_gh
-    log_f = tl.where(ms, _log_sigmoid(tl.load(FG + gates, mask=ms, other=0.0).to(tl.float32)), 0.0)
+    log_f = tl.where(ms, log_sigmoid(tl.load(FG + gates, mask=ms, other=0.0).to(tl.float32)), 0.0)
     log_i = tl.load(IG + gates, mask=ms, other=0.0).to(tl.float32)
     if not STABILIZE:
-        log_i = _log_sigmoid(log_i)
+        log_i = log_sigmoid(log_i)
     log_i = tl.where(ms, log_i, float("-inf"))  # padding: no input, no decay
     b_cum = tl.cumsum(log_f, axis=0)
     g = tl.sum(log_f, axis=0)
@@ -48,7 +44,7 @@ def _short_sequence(
     # log f (g - b_l would cancel)
     following = rs + 1 < S
     log_f_next = tl.load(FG + gates + stride_gs, mask=following, other=0.0).to(tl.float32)
-    log_f_next = tl.where(following, _log_sigmoid(log_f_next), 0.0)
+    log_f_next = tl.where(following, log_sigmoid(log_f_next), 0.0)
     a = tl.cumsum(log_f_next, axis=0, reverse=True) + log_i
     m0 = tl.load(M0 + pid_bh).to(tl.float32)
     log_decay = tl.where(rs[:, None] >= rs[None, :], b_cum[:, None] - b_cum[None, :] + log_i[None, :],

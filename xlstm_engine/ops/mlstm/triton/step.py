@@ -11,21 +11,21 @@ import triton
 import triton.language as tl
 
 from ..state import mLSTMState
+from .gates import log_sigmoid
 
 
 @triton.jit
 def _log_gates(IG, FG, M, pid_bh, STABILIZE: tl.constexpr):
     """log f, and the new stabilizer with the weights f_t, i_t of the old memory and the new token."""
-    f = tl.load(FG + pid_bh).to(tl.float32)
+    log_f = log_sigmoid(tl.load(FG + pid_bh).to(tl.float32))
     i = tl.load(IG + pid_bh).to(tl.float32)
-    log_f = tl.minimum(f, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(f)))
     m = tl.load(M + pid_bh).to(tl.float32)
     if STABILIZE:
         m_new = tl.maximum(log_f + m, i)
         log_i = i
     else:
         m_new = m * 0.0
-        log_i = tl.minimum(i, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(i)))
+        log_i = log_sigmoid(i)
     return m_new, tl.exp(log_f + m - m_new), tl.exp(log_i - m_new)
 
 
