@@ -1,6 +1,6 @@
 """mLSTM kernels on the GPU, side by side: ours (Triton), mlstm_kernels' Triton kernels, SDPA flash attention.
 
-    python benchmarks/bench_mlstm_triton.py [--tokens 65536] [--seqlens 2048 8192 32768] [--sweep] [--json F]
+    python benchmarks/bench_mlstm_triton.py [--tokens 65536] [--seqlens 2048 8192 32768] [--sweep [CHUNK]] [--json F]
 
 Sequence kernels: forward and forward+backward at B * S = tokens, bf16 q, k, v, fp32 gates, at the xLSTM-7B
 and the TFLA-paper head geometries. Step kernels: one decode step of one layer (7B geometry, fp32 state) for
@@ -194,12 +194,12 @@ def prompt_row(B: int, S: int, theirs) -> dict:
     return row
 
 
-def sweep(tokens: int) -> list[tuple[str, dict, float, float]]:
+def sweep(tokens: int, chunk: int) -> list[tuple[str, dict, float, float]]:
     """Our kernels' launch settings, one change at a time from TUNING, at the 7B geometry, S = 8192."""
     H, DK, DV = GEOMETRIES["7B"]
     S = 8192
     x = sequence_inputs(tokens // S, S, H, DK, DV)
-    fn = implementations(x)["ours exp L=64"][0]
+    fn = implementations(x)[f"ours exp L={chunk}"][0]
     results = [("default", {}, time_sequence(fn, x, False), time_sequence(fn, x, True))]
     for kernel, base in ours.TUNING.items():
         for key, values in dict(num_warps=(2, 8), num_stages=(1, 2, 4), BK=(32, 128), BV=(32, 128)).items():
@@ -219,7 +219,8 @@ def main() -> None:
     parser.add_argument("--seqlens", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64, 128, 256])
     parser.add_argument("--prompts", type=int, nargs="+", default=[4, 16, 64])
-    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--sweep", type=int, nargs="?", const=64, metavar="CHUNK",
+                        help="sweep the launch settings at this chunk size (64 or 128) first")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="also write all results to this file")
     args = parser.parse_args()
@@ -234,7 +235,7 @@ def main() -> None:
     if args.profile:
         print(profile(args.tokens), flush=True)
     if args.sweep:
-        report["sweep"] = sweep(args.tokens)
+        report["sweep"] = sweep(args.tokens, args.sweep)
     report["sequence"] = []
     for geometry, (H, DK, DV) in GEOMETRIES.items():
         for S in args.seqlens:
