@@ -126,6 +126,15 @@ def projection(outputs):
                for t in tensors)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_triton_on_cpu_tensors_without_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    q = torch.randn(1, 4, 1, 16)
+    gates = torch.randn(1, 4, 1)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        mlstm(q, q, q, gates, gates, backend="triton")
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (dict(DK=8), "multiples of 16"), (dict(DV=520), "multiples of 16 up to 512"), (dict(chunk_size=48), "chunk_size")])
 def test_triton_bad_shapes(change, message):

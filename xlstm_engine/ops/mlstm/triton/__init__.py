@@ -49,7 +49,10 @@ def mlstm_triton(
 
 
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int = 64) -> None:
-    """Raise unless the Triton kernels take these head dims, chunk size and dtypes."""
+    """Raise unless the Triton kernels take these tensors, head dims, chunk size and dtypes."""
+    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"the Triton mLSTM runs on CUDA tensors, got q on {q.device} (TRITON_INTERPRET=1 runs it "
+                         "on the CPU, slowly, for tests)")
     DK, DV = q.shape[-1], v.shape[-1]
     if DK % 16 or DV % 16 or max(DK, DV) > 512:
         raise ValueError(f"the Triton mLSTM needs head dims that are multiples of 16 up to 512, got DK={DK}, DV={DV}")
