@@ -59,8 +59,8 @@ def _chunk_gates(
 def prepare_gates(i, f, input_gate: str, resets, L: int, NC: int) -> dict[str, torch.Tensor]:
     """The gate quantities of the kernels, float32, padded to NC * L tokens (padding: no input, no decay).
 
-    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32), restart; [BH, NC]: g, m_chunk. Without resets,
-    b_inflow is b_decay, and segment and restart are unread.
+    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32: document index), restart; [BH, NC]: g, m_chunk.
+    Without resets (one kernel), b_inflow is b_decay, and segment and restart are unread.
     """
     B, S, H = i.shape
     if resets is None:
@@ -70,30 +70,23 @@ def prepare_gates(i, f, input_gate: str, resets, L: int, NC: int) -> dict[str, t
                                   *f.stride(), L=L, STABILIZE=input_gate == "exp")
         b = out.pop("b")
         return dict(out, b_decay=b, b_inflow=b, g=g, m_chunk=m_chunk, segment=out["log_i"], restart=out["log_i"])
+    # packed documents, in PyTorch: the log decay is cut at each reset, and the stabilizer restarts there
     pad = NC * L - S
     log_i = (i.float() if input_gate == "exp" else F.logsigmoid(i.float())).transpose(1, 2)  # [B, H, S]
     log_f = F.logsigmoid(f.float()).transpose(1, 2)
     log_i = F.pad(log_i, (0, pad), value=float("-inf")).reshape(B * H, NC, L)
     log_f = F.pad(log_f, (0, pad), value=0.0).reshape(B * H, NC, L)
-    out = {}
-    if resets is None:
-        cut, restart, segment = log_f, None, None
-    else:
-        r = torch.zeros(B, NC * L, dtype=torch.bool, device=resets.device)
-        r[:, :S] = resets
-        r = r[:, None, :].expand(B, H, NC * L).reshape(B * H, NC, L)
-        cut, restart = cut_at_resets(log_f, r)
-        segment = r.reshape(B * H, NC * L).cumsum(-1).to(torch.int32)
+    r = torch.zeros(B, NC * L, dtype=torch.bool, device=resets.device)
+    r[:, :S] = resets
+    r = r[:, None, :].expand(B, H, NC * L).reshape(B * H, NC, L)
+    cut, restart = cut_at_resets(log_f, r)
     b_inflow = cut.cumsum(-1)
     a = torch.cat([cut.flip(-1).cumsum(-1).flip(-1)[..., 1:], torch.zeros_like(cut[..., :1])], -1) + log_i
-    m_chunk = a.max(-1).values
-    if restart is not None:
-        m_chunk = torch.maximum(m_chunk, restart[..., -1])
-    out.update(b_decay=log_f.cumsum(-1), b_inflow=b_inflow, log_i=log_i, a=a, g=b_inflow[..., -1], m_chunk=m_chunk)
+    m_chunk = torch.maximum(a.max(-1).values, restart[..., -1])
+    out = dict(b_decay=log_f.cumsum(-1), b_inflow=b_inflow, log_i=log_i, a=a, g=b_inflow[..., -1], m_chunk=m_chunk,
+               restart=restart)
     out = {name: x.reshape(B * H, -1).contiguous() for name, x in out.items()}
-    out["segment"] = segment if segment is not None else out["log_i"]  # unread without resets
-    out["restart"] = restart.reshape(B * H, -1).contiguous() if restart is not None else out["log_i"]
-    return out
+    return dict(out, segment=r.reshape(B * H, NC * L).cumsum(-1).to(torch.int32))
 
 
 def log_gate_grads(parts: dict[str, torch.Tensor], L: int) -> tuple[torch.Tensor, torch.Tensor]:
