@@ -55,7 +55,7 @@ def sequence_inputs(B, S, H, DK, DV):
 def implementations(x: dict) -> dict:
     """name -> (function of the inputs, the inputs it wants). Ours takes [B, S, H, D]; mlstm_kernels [B, H, S, D]."""
     impls = {}
-    for L in (64, 128):  # 128: the outputs kernel in row blocks of 64, the backward in chunks of 64
+    for L in (64, 128):  # 128: the backward recomputes with chunks of 64
         impls[f"ours exp L={L}"] = (lambda q, k, v, i, f, L=L: mlstm(q, k, v, i, f, backend="triton",
                                                                         chunk_size=L)[0], x)
     impls["ours sigmoid L=64"] = (lambda q, k, v, i, f: mlstm(q, k, v, i, f, backend="triton", input_gate="sigmoid",
@@ -194,20 +194,22 @@ def prompt_row(B: int, S: int, theirs) -> dict:
     return row
 
 
-def sweep(tokens: int, chunk: int) -> list[tuple[str, dict, float, float]]:
+def sweep(tokens: int, chunk: int, kernels) -> list[tuple[str, dict, float, float]]:
     """Our kernels' launch settings, one change at a time from TUNING, at the 7B geometry, S = 8192."""
     H, DK, DV = GEOMETRIES["7B"]
     S = 8192
     x = sequence_inputs(tokens // S, S, H, DK, DV)
     fn = implementations(x)[f"ours exp L={chunk}"][0]
     results = [("default", {}, time_sequence(fn, x, False), time_sequence(fn, x, True))]
-    for kernel, base in ours.TUNING.items():
-        for key, values in dict(num_warps=(2, 8), num_stages=(1, 2, 4), BK=(32, 128), BV=(32, 128)).items():
-            for value in values:
+    for kernel in kernels or ours.TUNING:
+        base = ours.TUNING[kernel]
+        for key, values in dict(num_warps=(2, 4, 8), num_stages=(1, 2, 3, 4), BK=(32, 64, 128),
+                                BV=(32, 64, 128, 256)).items():
+            for value in (value for value in values if value != base[key]):
                 ours.TUNING[kernel] = dict(base, **{key: value})
-                backward_only = kernel not in ("states", "outputs")
-                fwd = math.nan if backward_only else time_sequence(fn, x, False)
-                results.append((kernel, {key: value}, fwd, time_sequence(fn, x, True)))
+                fwd = time_sequence(fn, x, False) if kernel in ("states", "outputs") else math.nan
+                both = time_sequence(fn, x, True) if kernel != "outputs" else math.nan  # the backward has no outputs
+                results.append((kernel, {key: value}, fwd, both))
                 print(*results[-1], flush=True)
         ours.TUNING[kernel] = base
     return results
@@ -221,6 +223,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--sweep", type=int, nargs="?", const=64, metavar="CHUNK",
                         help="sweep the launch settings at this chunk size (64 or 128) first")
+    parser.add_argument("--kernels", nargs="+", choices=list(ours.TUNING), help="the kernels to sweep (all)")
+    parser.add_argument("--only-sweep", action="store_true", help="stop after the sweep")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="also write all results to this file")
     args = parser.parse_args()
@@ -235,7 +239,10 @@ def main() -> None:
     if args.profile:
         print(profile(args.tokens), flush=True)
     if args.sweep:
-        report["sweep"] = sweep(args.tokens, args.sweep)
+        report["sweep"] = sweep(args.tokens, args.sweep, args.kernels)
+        if args.only_sweep:
+            print(json.dumps(report["sweep"]))
+            return
     report["sequence"] = []
     for geometry, (H, DK, DV) in GEOMETRIES.items():
         for S in args.seqlens:

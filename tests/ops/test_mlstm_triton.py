@@ -25,7 +25,7 @@ def run_triton(inputs, dtype=torch.float32, **kwargs):
 @pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
 @pytest.mark.parametrize(("S", "DK", "DV", "chunk_size"), [
     (1, 16, 16, 16), (7, 16, 32, 16), (63, 32, 16, 16), (100, 48, 80, 32), (200, 16, 16, 64), (20, 512, 32, 16),
-    (20, 80, 512, 16)])
+    (20, 80, 512, 16), (40, 32, 144, 16)])
 def test_triton_matches_naive(S, DK, DV, chunk_size, input_gate):
     inputs = make_inputs(S=S, DK=DK, DV=DV)
     ref = run(inputs, "naive_recurrent", input_gate=input_gate)
@@ -50,9 +50,9 @@ def test_triton_resets_match_naive(input_gate):
 @pytest.mark.parametrize("input_gate", ["exp", "sigmoid"])
 @pytest.mark.parametrize("with_resets", [False, True])
 @pytest.mark.parametrize("S", [100, 300])
-def test_triton_chunk_128_in_row_blocks(S, with_resets, input_gate):
-    """A forward chunk of 128 computed in blocks of 64 rows (the backward recomputes with chunks of 64), with a
-    document boundary inside a row block and one between them."""
+def test_triton_forward_chunk_128(S, with_resets, input_gate):
+    """A forward chunk of 128 (the backward recomputes with chunks of 64), with document boundaries inside a chunk,
+    on its middle row and at its start."""
     inputs = make_inputs(S=S, DK=16, DV=32, f_shift=4.0)
     resets = None
     if with_resets:
@@ -254,5 +254,9 @@ def test_triton_gate_preparation_kernel(input_gate):
         assert torch.equal(finite, torch.isfinite(kernel[name])), name
         assert_close(name, torch_path[name][finite].double().cpu(), kernel[name][finite].cpu(), ratio=1e-6)
     if input_gate == "sigmoid":  # each value to float32 accuracy, e^-40 included
-        exact = torch.nn.functional.logsigmoid(extremes.double())
-        assert ((kernel["log_i"][0, :10].double().cpu() - exact).abs() <= 1e-6 * exact.abs()).all()
+        x = extremes.double()
+        exact = torch.nn.functional.logsigmoid(x)
+        # a few float32 ulps times the condition number |x sigmoid(-x) / log sigmoid(x)| (about x for large x:
+        # the GPU's exp(-x) rounds x * log2(e) to float32 first)
+        bound = 2**-20 * torch.clamp((x * torch.sigmoid(-x) / exact).abs(), min=1.0) * exact.abs()
+        assert ((kernel["log_i"][0, :10].double().cpu() - exact).abs() <= bound).all()

@@ -18,9 +18,9 @@ from .forward import _chunk_outputs, _chunk_states
 from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 
 PRECISIONS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "tf32", torch.float16: "tf32"}
-# rows per block of the outputs kernel, and the backward's chunk: a longer forward chunk (fewer chunk memories to
-# write and read) is computed in blocks of this many rows; the backward recomputes with chunks of this size
-ROW_BLOCK = 64
+# the backward's chunk: it recomputes the chunk memories with chunks of at most this size, whatever the forward's
+# (the rows' stabilizers and normalizers that it takes from the forward do not depend on the chunk size)
+BACKWARD_CHUNK = 64
 # launch settings per kernel: largest tiles over DK and DV (capped at the head dims), and Triton's num_warps and
 # num_stages, as measured best on an H200 at the 7B geometry (benchmarks/bench_mlstm_triton.py --sweep)
 TUNING = {
@@ -68,7 +68,7 @@ class _TritonChunkwise(torch.autograd.Function):
         initial = None if C0 is None else (C0, n0, m0)
         h, final, rows = _forward(q, k, v, i, f, initial, resets, input_gate, eps, chunk_size)
         ctx.save_for_backward(q, k, v, i, f, C0, n0, m0, resets, h, *final, *rows)
-        ctx.options = dict(input_gate=input_gate, eps=eps, L=min(chunk_size, ROW_BLOCK))
+        ctx.options = dict(input_gate=input_gate, eps=eps, L=min(chunk_size, BACKWARD_CHUNK))
         ctx.set_materialize_grads(False)
         return h, *final
 
@@ -91,13 +91,11 @@ def _forward(q, k, v, i, f, initial, resets, input_gate: str, eps: float, L: int
     C_in, n_in, m_in, final = _chunk_memories(k, v, gates, initial, input_gate, common, B, S, H, NC)
     h = torch.empty(B, S, H, DV, device=q.device, dtype=q.dtype)
     m_row, sum_row = torch.empty(2, B * H, NC * L, device=q.device, dtype=torch.float32)
-    tiles = _tiles("outputs", DK, DV)
-    LB = min(L, ROW_BLOCK)
-    _chunk_outputs[(triton.cdiv(DV, tiles["BV"]) * (L // LB), NC, B * H)](
+    _chunk_outputs[(NC, B * H)](
         q, k, v, gates["b_decay"], gates["b_inflow"], gates["log_i"], gates["segment"], gates["restart"],
         C_in, n_in, m_in, h, m_row, sum_row,
         S, H, NC, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *h.stride()[:3], DK**-0.5, eps,
-        HAS_RESETS=resets is not None, STABILIZE=input_gate == "exp", LB=LB, **common, **tiles,
+        HAS_RESETS=resets is not None, STABILIZE=input_gate == "exp", **common, **_tiles("outputs", DK, DV),
     )
     return h, final, (m_row, sum_row)
 

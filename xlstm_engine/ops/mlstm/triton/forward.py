@@ -3,8 +3,8 @@
 Two launches:
 1. `_chunk_states`: one program per (DK tile, DV tile, sequence-head) walks the chunks in order and writes the
    memory (C, n, m) that enters each chunk, and the final memory. fp32 throughout.
-2. `_chunk_outputs`: one program per (DV tile, chunk, sequence-head) computes the chunk's outputs from the
-   L x L intra-chunk decay matrix and the entering memory, under one stabilizer per row (the recurrent m_t).
+2. `_chunk_outputs`: one program per (chunk, sequence-head) computes the chunk's outputs from the L x L
+   intra-chunk decay matrix and the entering memory, under one stabilizer per row (the recurrent m_t).
 
 Gate preprocessing (log gates, in-chunk cumsums, padding of the gates to whole chunks) happens before, on
 [B, H, S] tensors, which are small next to q, k, v (gates.py); q, k, v are read in place ([B, S, H, D], any S,
@@ -88,48 +88,39 @@ def _chunk_outputs(
     Q, K, V, B_DECAY, B_INFLOW, LOG_I, SEGMENT, RESTART, C_IN, N_IN, M_IN, H_OUT, M_ROW, SUM_ROW,
     S, H, NC, stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
     stride_hb, stride_hs, stride_hh, scale, eps,
-    DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, LB: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     HAS_RESETS: tl.constexpr, STABILIZE: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    """One block of LB rows of one chunk (L = LB or a multiple), one DV tile. B_DECAY [BH, NC*L]: in-chunk cumsum
-    of the log forget gates (for the decay between two tokens of one document); B_INFLOW: the same with -inf from
-    a reset on (the log weight of the entering memory); LOG_I: log input gates (-inf on padding); SEGMENT: document
-    index of each token; RESTART: log weight of the empty memory a reset put in place (-inf without one). Writes
-    h, and for the backward the row stabilizer and the signed normalizer sum q . n of every row (padding rows
-    included). The row block sees its own (diagonal) block of columns and, fully, the column blocks before it."""
-    NRB: tl.constexpr = L // LB
-    pid_v, block, c, pid_bh = tl.program_id(0) // NRB, tl.program_id(0) % NRB, tl.program_id(1), tl.program_id(2)
+    """One chunk: the L x L weights once, then h tile by tile over DV (the weights are shared by all DV tiles).
+    B_DECAY [BH, NC*L]: in-chunk cumsum of the log forget gates (for the decay between two tokens of one
+    document); B_INFLOW: the same with -inf from a reset on (the log weight of the entering memory); LOG_I: log
+    input gates (-inf on padding); SEGMENT: document index of each token; RESTART: log weight of the empty memory
+    a reset put in place (-inf without one). Writes h, and for the backward the row stabilizer and the signed
+    normalizer sum q . n of every row (padding rows included)."""
+    c, pid_bh = tl.program_id(0), tl.program_id(1)
     b, h = pid_bh // H, pid_bh % H
-    rv = pid_v * BV + tl.arange(0, BV)
-    rows = block * LB + tl.arange(0, LB)  # position in the chunk
-    mv = rv < DV
+    rows = tl.arange(0, L)  # position in the chunk
     t = c * L + rows
     mt = t < S
-    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
+    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh + t[:, None] * stride_qs
+    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh + t[:, None] * stride_ks
+    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh + t[:, None] * stride_vs
     chunk = pid_bh.to(tl.int64) * NC + c
 
-    scores = tl.zeros([LB, LB], dtype=tl.float32)
-    q_C = tl.zeros([LB, BV], dtype=tl.float32)
-    q_n = tl.zeros([LB], dtype=tl.float32)
+    scores = tl.zeros([L, L], dtype=tl.float32)
     for k0 in range(0, DK, BK):
         rk = k0 + tl.arange(0, BK)
-        mk = rk < DK
-        q = tl.load(q_base + t[:, None] * stride_qs + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
-        k = tl.load(k_base + t[:, None] * stride_ks + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+        mk = mt[:, None] & (rk < DK)[None, :]
+        q = tl.load(q_base + rk[None, :], mask=mk, other=0.0)
+        k = tl.load(k_base + rk[None, :], mask=mk, other=0.0)
         scores += _dot(q, tl.trans(k), PRECISION, DOT_F32)
-        C = tl.load(C_IN + chunk * DK * DV + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
-                    other=0.0)
-        q_C += _dot(q, C.to(q.dtype), PRECISION, DOT_F32)
-
-    # q . n_in in a loop of its own: with q also in elementwise math inside the pipelined dot loop above,
-    # Triton 3.6 (num_stages >= 2, bf16 C_in) computed wrong outputs on an H200
+    # q . n_in in a loop of its own: with q also in elementwise math inside a pipelined dot loop, Triton 3.6
+    # (num_stages >= 2, bf16 C_in) computed wrong outputs on an H200
+    q_n = tl.zeros([L], dtype=tl.float32)
     for k0 in range(0, DK, BK):
         rk = k0 + tl.arange(0, BK)
-        mk = rk < DK
-        q = tl.load(q_base + t[:, None] * stride_qs + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
-        q_n += tl.sum(q.to(tl.float32) * tl.load(N_IN + chunk * DK + rk, mask=mk, other=0.0)[None, :], axis=1)
+        q = tl.load(q_base + rk[None, :], mask=mt[:, None] & (rk < DK)[None, :], other=0.0)
+        q_n += tl.sum(q.to(tl.float32) * tl.load(N_IN + chunk * DK + rk, mask=rk < DK, other=0.0)[None, :], axis=1)
 
     first = pid_bh.to(tl.int64) * NC * L + c * L  # the chunk's first gate
     b_decay = tl.load(B_DECAY + first + rows)
@@ -139,43 +130,34 @@ def _chunk_outputs(
         segment = rows
     log_w_in = tl.load(B_INFLOW + first + rows) + tl.load(M_IN + chunk)
     log_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, rows, b_decay, segment, HAS_RESETS)
-    if STABILIZE:  # the recurrent m of each row: the largest log weight it sees, taken from the gates alone
+    if STABILIZE:  # the recurrent m of each row: the largest log weight it sees
         m_row = tl.maximum(log_w_in, tl.max(log_decay, axis=1))
-        for earlier in range(0, block):
-            cols = earlier * LB + tl.arange(0, LB)
-            earlier_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, cols, b_decay, segment, HAS_RESETS)
-            m_row = tl.maximum(m_row, tl.max(earlier_decay, axis=1))
         if HAS_RESETS:
             m_row = tl.maximum(m_row, tl.load(RESTART + first + rows))
     else:
-        m_row = tl.zeros([LB], dtype=tl.float32)
-    weights = scores * scale * tl.exp(log_decay - m_row[:, None])  # [LB, LB]
+        m_row = tl.zeros([L], dtype=tl.float32)
+    weights = scores * scale * tl.exp(log_decay - m_row[:, None])  # [L, L]
     w_in = tl.exp(log_w_in - m_row) * scale
-    v = tl.load(v_base + t[:, None] * stride_vs + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-    num = _dot(weights.to(v.dtype), v, PRECISION, DOT_F32) + w_in[:, None] * q_C
     sum_row = tl.sum(weights, axis=1) + w_in * q_n
-    for earlier in range(0, block):  # the column blocks before the diagonal one
-        cols = earlier * LB + tl.arange(0, LB)
-        tc = c * L + cols
-        scores = tl.zeros([LB, LB], dtype=tl.float32)
+    den = tl.maximum(tl.abs(sum_row), tl.exp(-m_row)) + eps
+    weights = weights.to(V.dtype.element_ty)
+    h_base = H_OUT + b.to(tl.int64) * stride_hb + h * stride_hh + t[:, None] * stride_hs
+    for v0 in range(0, DV, BV):
+        rv = v0 + tl.arange(0, BV)
+        mv = rv < DV
+        q_C = tl.zeros([L, BV], dtype=tl.float32)
         for k0 in range(0, DK, BK):
             rk = k0 + tl.arange(0, BK)
             mk = rk < DK
-            q = tl.load(q_base + t[:, None] * stride_qs + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
-            k = tl.load(k_base + tc[:, None] * stride_ks + rk[None, :], mask=(tc < S)[:, None] & mk[None, :],
+            q = tl.load(q_base + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+            C = tl.load(C_IN + chunk * DK * DV + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
                         other=0.0)
-            scores += _dot(q, tl.trans(k), PRECISION, DOT_F32)
-        earlier_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, cols, b_decay, segment, HAS_RESETS)
-        weights = scores * scale * tl.exp(earlier_decay - m_row[:, None])
-        v = tl.load(v_base + tc[:, None] * stride_vs + rv[None, :], mask=(tc < S)[:, None] & mv[None, :], other=0.0)
-        num += _dot(weights.to(v.dtype), v, PRECISION, DOT_F32)
-        sum_row += tl.sum(weights, axis=1)
-    out = num / (tl.maximum(tl.abs(sum_row), tl.exp(-m_row)) + eps)[:, None]
-    tl.store(H_OUT + b.to(tl.int64) * stride_hb + h * stride_hh + t[:, None] * stride_hs + rv[None, :],
-             out.to(H_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
-    if pid_v == 0:
-        tl.store(M_ROW + first + rows, m_row)
-        tl.store(SUM_ROW + first + rows, sum_row)
+            q_C += _dot(q, C.to(q.dtype), PRECISION, DOT_F32)
+        v = tl.load(v_base + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        num = _dot(weights, v, PRECISION, DOT_F32) + w_in[:, None] * q_C
+        tl.store(h_base + rv[None, :], (num / den[:, None]).to(H_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
+    tl.store(M_ROW + first + rows, m_row)
+    tl.store(SUM_ROW + first + rows, sum_row)
 
 
 @triton.jit
