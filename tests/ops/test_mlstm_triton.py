@@ -51,8 +51,8 @@ def test_triton_resets_match_naive(input_gate):
 @pytest.mark.parametrize("with_resets", [False, True])
 @pytest.mark.parametrize("S", [100, 300])
 def test_triton_forward_chunk_128(S, with_resets, input_gate):
-    """A forward chunk of 128 (the backward recomputes with chunks of 64), with document boundaries inside a chunk,
-    on its middle row and at its start."""
+    """A forward chunk of 128 (the backward recomputes with chunks of 64), with document boundaries inside a chunk
+    and on its middle row."""
     inputs = make_inputs(S=S, DK=16, DV=32, f_shift=4.0)
     resets = None
     if with_resets:
