@@ -31,7 +31,7 @@ def run(tmp_path: Path, name: str, nproc: int, *overrides: str, text: str = TINY
                    *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-12000:]  # the failing rank's own message comes before the summary
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 

@@ -108,4 +108,5 @@ class Distributed:
 
     def close(self) -> None:
         if self.owns_group:
+            dist.barrier()  # no process tears its connections down while another still uses them
             dist.destroy_process_group()
