@@ -205,7 +205,9 @@ def sweep(tokens: int, chunk: int, kernels) -> list[tuple[str, dict, float, floa
         base = ours.TUNING[kernel]
         for key, values in dict(num_warps=(2, 4, 8), num_stages=(1, 2, 3, 4), BK=(32, 64, 128),
                                 BV=(32, 64, 128, 256)).items():
-            for value in (value for value in values if value != base[key]):
+            for value in values:
+                if value == base[key]:
+                    continue
                 ours.TUNING[kernel] = dict(base, **{key: value})
                 fwd = time_sequence(fn, x, False) if kernel in ("states", "outputs") else math.nan
                 both = time_sequence(fn, x, True) if kernel != "outputs" else math.nan  # the backward has no outputs
