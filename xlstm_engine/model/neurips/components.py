@@ -102,11 +102,12 @@ class CausalConv1d(nn.Module):
         since_start = position - start  # [B, K-1+S]
         w = self.conv.weight[:, 0]  # [D, K]; w[:, K-1] multiplies the current input
         y = self.conv.bias.expand(*x.shape[:1], S, -1)
+        # inputs of other documents are selected away, not multiplied by 0: 0 * NaN is NaN
         for lag in range(self.kernel_size):  # y_t += w_lag x_{t-lag}, if x_{t-lag} is in t's document
             valid = since_start[:, history:] >= lag
-            y = y + w[:, history - lag] * x[:, history - lag:history - lag + S] * valid[..., None]
+            y = y + torch.where(valid[..., None], w[:, history - lag] * x[:, history - lag:history - lag + S], 0.0)
         last_start = start[:, -1:]  # the last document's start; older history is dropped from the state
-        new_state = x[:, S:] * (position[S:] >= last_start)[..., None]
+        new_state = torch.where((position[S:] >= last_start)[..., None], x[:, S:], 0.0)
         return y, new_state
 
     def reset_parameters(self) -> None:

@@ -102,8 +102,9 @@ def _one_step(q, k, v, i, f, initial_state, resets, use_triton: bool, inplace: b
     if state is None:
         state = mLSTMState.zeros(B, H, DK, v.shape[-1], device=q.device)
     elif resets is not None:  # an emptied memory is zeros with m = 0
-        keep = (~resets[:, 0]).to(state.C.dtype)[:, None]
-        state = mLSTMState(state.C * keep[..., None, None], state.n * keep[..., None], state.m * keep)
+        keep = ~resets[:, 0, None]  # replaced, not multiplied by 0: 0 * NaN is NaN
+        state = mLSTMState(torch.where(keep[..., None, None], state.C, 0.0), torch.where(keep[..., None], state.n, 0.0),
+                           torch.where(keep, state.m, 0.0))
     q, k, v, i, f = (x[:, 0] for x in (q, k, v, i, f))
     if not use_triton:
         h, state = mlstm_step(q, k, v, i, f, state, **kwargs)

@@ -11,7 +11,7 @@ A length that is not a multiple of L runs as whole chunks followed by one shorte
 import torch
 import torch.nn.functional as F
 
-from .common import cut_at_resets, segment_sum
+from .common import attend, documents, log_decay, restart, segment_sum, visibility
 from .state import mLSTMState
 
 
@@ -58,30 +58,45 @@ def _chunks(q, k, v, li, lf, resets, state: mLSTMState, L: int, exp_gate: bool, 
     k = k.reshape(B, H, NC, L, DK)
     v = v.reshape(B, H, NC, L, -1)
     li, lf = li.reshape(B, H, NC, L), lf.reshape(B, H, NC, L)
-    # after a reset: nothing older passes (lf = -inf there), and the stabilizer restarts as from an empty memory
-    restart = None
-    if resets is not None:
-        lf, restart = cut_at_resets(lf, resets.reshape(B, H, NC, L))
+    resets = None if resets is None else resets.reshape(B, H, NC, L)
+    document = documents(resets)  # packed documents: nothing passes a reset (masks, never zero weights)
+    visible = visibility(L, document, q.device)
+    sums = segment_sum(lf)
+    D = log_decay(sums, li, visible)  # [B, H, NC, L, L]
 
     b = lf.cumsum(-1)  # log decay from the chunk start to j, inclusive
     g = b[..., -1]  # log decay over the whole chunk
     # log weight of token j in the chunk-end memory: sum_{s>j} lf_s + li_j (a reverse cumsum, not g - b,
     # which would cancel)
-    decay_after = torch.cat([lf.flip(-1).cumsum(-1).flip(-1)[..., 1:], torch.zeros_like(lf[..., :1])], -1)
-    a = decay_after + li
+    a = torch.cat([lf.flip(-1).cumsum(-1).flip(-1)[..., 1:], torch.zeros_like(lf[..., :1])], -1) + li
+    fresh = None  # the log weight of the empty memory a reset put in place, in the stabilizer's max
+    if document is not None:
+        inflow = document == 0  # rows that still read the memory entering the chunk
+        outflow = document == document[..., -1:]  # tokens that reach the memory leaving it
+        carries = inflow[..., -1]  # [B, H, NC]: no reset in the chunk
+        a, b, g = a.masked_fill(~outflow, float("-inf")), b.masked_fill(~inflow, float("-inf")), \
+            g.masked_fill(~carries, float("-inf"))
+        fresh = restart(sums, lf, resets)
 
     # 1. the memory entering each chunk: a sequential scan over the NC chunks
     m_local = a.max(-1).values if exp_gate else torch.zeros_like(g)  # [B, H, NC]
+    if exp_gate and fresh is not None:
+        m_local = torch.maximum(m_local, fresh[..., -1])
     k_weighted = k * torch.exp(a - m_local[..., None])[..., None]
-    C_local = k_weighted.transpose(-1, -2) @ v  # [B, H, NC, DK, DV]
+    if document is not None:
+        k_weighted = torch.where(outflow[..., None], k_weighted, 0.0)
+        v_out = torch.where(outflow[..., None], v, 0.0)
+    C_local = k_weighted.transpose(-1, -2) @ (v if document is None else v_out)  # [B, H, NC, DK, DV]
     n_local = k_weighted.sum(-2)  # [B, H, NC, DK]
     C, n, m = state
     C_in, n_in, m_in = [], [], []
     for c in range(NC):
         C_in.append(C), n_in.append(n), m_in.append(m)
+        if document is not None:  # a reset in the chunk: the old memory is gone, whatever it held
+            keep = carries[..., c]
+            C, n, m = torch.where(keep[..., None, None], C, 0.0), torch.where(keep[..., None], n, 0.0), \
+                torch.where(keep, m, 0.0)
         m_new = torch.maximum(g[..., c] + m, m_local[..., c]) if exp_gate else torch.zeros_like(m)
-        if exp_gate and restart is not None:
-            m_new = torch.maximum(m_new, restart[..., c, -1])
         decay = torch.exp(g[..., c] + m - m_new)
         weight = torch.exp(m_local[..., c] - m_new)
         C = decay[..., None, None] * C + weight[..., None, None] * C_local[:, :, c]
@@ -91,16 +106,19 @@ def _chunks(q, k, v, li, lf, resets, state: mLSTMState, L: int, exp_gate: bool, 
     C_in, n_in, m_in = torch.stack(C_in, 2), torch.stack(n_in, 2), torch.stack(m_in, 2)
 
     # 2. outputs: the intra-chunk decay matrix plus the entering memory, under one stabilizer per row
-    D = segment_sum(lf) + li[..., None, :]  # [B, H, NC, L, L]
     log_w_in = b + m_in[..., None]  # log weight of the entering memory at row j
+    if document is not None:
+        log_w_in = log_w_in.masked_fill(~inflow, float("-inf"))
     m_row = torch.maximum(log_w_in, D.max(-1).values) if exp_gate else torch.zeros_like(b)
-    if exp_gate and restart is not None:
-        m_row = torch.maximum(m_row, restart)
-    scores = (q @ k.transpose(-1, -2)) * torch.exp(D - m_row[..., None])
+    if exp_gate and fresh is not None:
+        m_row = torch.maximum(m_row, fresh)
+    scores = torch.where(visible, (q @ k.transpose(-1, -2)) * torch.exp(D - m_row[..., None]), 0.0)
     w_in = torch.exp(log_w_in - m_row)
-    num = scores @ v + w_in[..., None] * (q @ C_in)
-    den = scores.sum(-1) + w_in * (q @ n_in[..., None]).squeeze(-1)
+    read_C, read_n = w_in[..., None] * (q @ C_in), w_in * (q @ n_in[..., None]).squeeze(-1)
+    if document is not None:
+        read_C, read_n = torch.where(inflow[..., None], read_C, 0.0), torch.where(inflow, read_n, 0.0)
+    num = attend(scores, visible, v) + read_C
+    den = scores.sum(-1) + read_n
     den = torch.maximum(den.abs(), torch.exp(-m_row)) + eps
     h = num / den[..., None]
     return h.reshape(B, H, S, -1), final
-

@@ -9,7 +9,7 @@ Layout: q, k [B, S, H, DK]; v [B, S, H, DV]; i, f [B, S, H] gate pre-activations
 import torch
 import torch.nn.functional as F
 
-from .common import cut_at_resets, segment_sum
+from .common import attend, documents, log_decay, restart, segment_sum, visibility
 from .state import mLSTMState
 
 
@@ -40,8 +40,9 @@ def mlstm_recurrent_naive(
     hs = []
     for t in range(q.shape[1]):
         if resets is not None:
-            keep = (~resets[:, t]).to(q.dtype)[:, None]  # [B, 1]
-            C, n, m = C * keep[..., None, None], n * keep[..., None], m * keep
+            keep = ~resets[:, t, None]  # [B, 1]; replaced, not multiplied by 0: 0 * NaN is NaN
+            C, n, m = torch.where(keep[..., None, None], C, 0.0), torch.where(keep[..., None], n, 0.0), \
+                torch.where(keep, m, 0.0)
         # the sigmoid input gate needs no stabilizer: every weight is <= 1, so m stays 0
         m_new = torch.maximum(lf[:, t] + m, li[:, t]) if input_gate == "exp" else torch.zeros_like(m)
         f_t = torch.exp(lf[:, t] + m - m_new)  # [B, H]
@@ -67,27 +68,37 @@ def mlstm_parallel_naive(
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, S, D]
     q = q * q.shape[-1] ** -0.5
 
-    restart = None
-    if resets is not None:  # nothing passes a reset; after it the stabilizer restarts as from an empty memory
-        lf, restart = cut_at_resets(lf, resets[:, None, :].expand_as(lf))
-    F_cum = lf.cumsum(-1)  # log decay from the start to t, inclusive
-    # log weight of token j in the memory at time t: sum_{j<r<=t} lf_r + li_j
-    D = segment_sum(lf) + li[..., None, :]  # [B, H, S, S]
-    log_w0 = F_cum + m0[..., None]  # log weight of the initial memory at time t
+    # packed documents: nothing passes a reset (masks, never zero weights: 0 * NaN is NaN)
+    resets = None if resets is None else resets[:, None, :].expand_as(lf)
+    document = documents(resets)
+    visible = visibility(lf.shape[-1], document, q.device)
+    sums = segment_sum(lf)
+    D = log_decay(sums, li, visible)  # [B, H, S, S]: log weight of token j in the memory at time t
+    log_w0 = lf.cumsum(-1) + m0[..., None]  # log weight of the initial memory at time t
+    if document is not None:
+        log_w0 = log_w0.masked_fill(document > 0, float("-inf"))
     m = torch.maximum(log_w0, D.max(-1).values) if input_gate == "exp" else torch.zeros_like(log_w0)  # [B, H, S]
-    if input_gate == "exp" and restart is not None:
-        m = torch.maximum(m, restart)
+    if input_gate == "exp" and resets is not None:  # after a reset, the stabilizer restarts as from empty
+        m = torch.maximum(m, restart(sums, lf, resets))
 
     W = torch.exp(D - m[..., None])
     w0 = torch.exp(log_w0 - m)
-    scores = (q @ k.transpose(-1, -2)) * W
-    num = scores @ v + w0[..., None] * (q @ C0)
-    den = scores.sum(-1) + w0 * (q @ n0[..., None]).squeeze(-1)
+    scores = torch.where(visible, (q @ k.transpose(-1, -2)) * W, 0.0)
+    read_C, read_n = w0[..., None] * (q @ C0), w0 * (q @ n0[..., None]).squeeze(-1)
+    if document is not None:
+        read_C, read_n = torch.where(document[..., None] == 0, read_C, 0.0), torch.where(document == 0, read_n, 0.0)
+    num = attend(scores, visible, v) + read_C
+    den = scores.sum(-1) + read_n
     den = torch.maximum(den.abs(), torch.exp(-m)) + eps
     h = (num / den[..., None]).transpose(1, 2)
 
     # the final memory is the last row of the same weights
-    w_last, w0_last = W[..., -1, :], w0[..., -1]
-    C = w0_last[..., None, None] * C0 + (k * w_last[..., None]).transpose(-1, -2) @ v
-    n = w0_last[..., None] * n0 + (k * w_last[..., None]).sum(-2)
+    last = visible[..., -1, :, None]  # the tokens of the last document
+    k_last = torch.where(last, k * W[..., -1, :, None], 0.0)
+    C0_last, n0_last = w0[..., -1, None, None] * C0, w0[..., -1, None] * n0
+    if document is not None:  # the initial memory reaches the end only without a reset
+        C0_last = torch.where(document[..., -1, None, None] == 0, C0_last, 0.0)
+        n0_last = torch.where(document[..., -1, None] == 0, n0_last, 0.0)
+    C = C0_last + k_last.transpose(-1, -2) @ torch.where(last, v, 0.0)
+    n = n0_last + k_last.sum(-2)
     return h, mLSTMState(C, n, m[..., -1])

@@ -65,15 +65,13 @@ class _Resets(NamedTuple):
     steps: list[bool]  # [S]: does any sequence reset before step t
     mask: torch.Tensor  # [S, 1, B, 1, 1] bool
     keep: torch.Tensor  # [S, 1, B, 1, 1] 1 - mask in the compute dtype
-    ninf: torch.Tensor | None  # [S, 1, B, 1] -inf where reset, else 0: added to m after the multiply (sLSTM only)
+    fill: torch.Tensor | None  # [1, 1, 4, 1]: the reset state (h, n, c, m), see _RESET_FILL (forward only)
 
     @classmethod
-    def make(cls, resets: torch.Tensor, steps: list[bool], dtype: torch.dtype, lstm: bool) -> "_Resets":
+    def make(cls, resets: torch.Tensor, steps: list[bool], x: torch.Tensor, lstm: bool) -> "_Resets":
         S, B = len(steps), resets.shape[0]
         mask = resets.t().reshape(S, 1, B, 1, 1)
-        ninf = None if lstm else torch.zeros(S, 1, B, 1, dtype=dtype, device=resets.device).masked_fill_(
-            mask.view(S, 1, B, 1), -float("inf"))
-        return cls(steps, mask, (~mask).to(dtype), ninf)
+        return cls(steps, mask, (~mask).to(x.dtype), _reset_fill(x, lstm).view(1, 1, 4, 1))
 
 
 class _sLSTMFunction(torch.autograd.Function):
@@ -88,9 +86,9 @@ class _sLSTMFunction(torch.autograd.Function):
         St[0] = torch.stack((h0, n0, c0, m0), dim=2).transpose(0, 1)
         # The history holds the states after each step, before any reset (the outputs); only row 0, the initial
         # state, is stored after its reset.
-        rs = None if resets is None else _Resets.make(resets, reset_steps, x.dtype, lstm)
+        rs = None if resets is None else _Resets.make(resets, reset_steps, x, lstm)
         if rs is not None and reset_steps[0]:
-            torch.where(rs.mask[0], _reset_fill(x, lstm).view(1, 1, 4, 1), St[0], out=St[0])
+            torch.where(rs.mask[0], rs.fill, St[0], out=St[0])
         (_lstm_forward if lstm else _slstm_forward)(X, Rk, St, rs)
         ctx.save_for_backward(X, Rk, St, *((None, None) if rs is None else (rs.mask, rs.keep)))
         ctx.lstm, ctx.reset_steps = lstm, reset_steps
@@ -193,7 +191,7 @@ def _slstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor, rs: _Res
         wz.tanh_().mul_(wi)
         torch.addcmul(w_i_iz, wf1, nc_p, out=nc)  # (n, c) = f (n, c) + (i, i tanh z)
         torch.div(c, n, out=h).mul_(wo.sigmoid_())
-        _save_and_reset(new, m, history, t + 1, rs)
+        _save_and_reset(new, history, t + 1, rs)
 
 
 def _lstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor, rs: _Resets | None) -> None:
@@ -209,11 +207,11 @@ def _lstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor, rs: _Rese
         wz.tanh_().mul_(wi)
         torch.addcmul(wz, wf, c_p, out=c)
         torch.tanh(c, out=h).mul_(wo)
-        _save_and_reset(new, None, history, t + 1, rs)
+        _save_and_reset(new, history, t + 1, rs)
 
 
-# What a reset writes into the state (h, n, c, m) (by a multiply and, for m, an add in the loop; the carried state
-# is finite, so that the multiply by 0 is exact). For the sLSTM m = -inf instead of 0: the step after it then
+# What a reset writes into the state (h, n, c, m) (selected, not multiplied by 0, so that a NaN or inf in one
+# document's state reaches no later document). For the sLSTM m = -inf instead of 0: the step after it then
 # computes exactly what the definition (m = 0, then the first-step rule) gives, with no extra op: lf = -inf, so
 # m = max(i, lf) = i, i = 1, f = exp(lf - m) = 0. In the backward's coefficients (d = i - lf = +inf) the same
 # values give i = 1, w = 1 and f = 0, hence Pn = Pc = 0 and dm_{t-1} = dm - (dm w + dn Pn + dc Pc) = 0: no
@@ -226,14 +224,12 @@ def _reset_fill(like: torch.Tensor, lstm: bool) -> torch.Tensor:
     return like.new_tensor(_RESET_FILL[lstm])
 
 
-def _save_and_reset(new: torch.Tensor, m: torch.Tensor | None, history, t: int, rs: _Resets | None) -> None:
+def _save_and_reset(new: torch.Tensor, history, t: int, rs: _Resets | None) -> None:
     """Store the state `new` [H, B, 4, D] after step t - 1 in the history, then reset the sequences reset before
-    step t (if t < S): (h, n, c) = 0, m = -inf (sLSTM; `m` is the view of its slot) or 0 (LSTM)."""
+    step t (if t < S): (h, n, c) = 0, m = -inf (sLSTM) or 0 (LSTM)."""
     history[t].copy_(new)
     if rs is not None and t < len(rs.steps) and rs.steps[t]:
-        new.mul_(rs.keep[t])  # masked_fill_ or where with this broadcast mask are several times slower
-        if m is not None:
-            m.add_(rs.ninf[t])
+        torch.where(rs.mask[t], rs.fill, new, out=new)
 
 
 # The backward of one step maps the gradient of its output state linearly to the gradient of its pre-activations

@@ -88,7 +88,7 @@ def _forward(q, k, v, i, f, initial, resets, input_gate: str, eps: float, L: int
     gates = prepare_gates(i, f, input_gate, resets, L, NC)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     common = _common_args(q, DK, DV, L)
-    C_in, n_in, m_in, final = _chunk_memories(k, v, gates, initial, input_gate, common, B, S, H, NC)
+    C_in, n_in, m_in, final = _chunk_memories(k, v, gates, initial, input_gate, resets, common, B, S, H, NC)
     h = torch.empty(B, S, H, DV, device=q.device, dtype=q.dtype)
     m_row, sum_row = torch.empty(2, B * H, NC * L, device=q.device, dtype=torch.float32)
     _chunk_outputs[(NC, B * H)](
@@ -119,7 +119,7 @@ def _tiles(kernel: str, DK: int, DV: int) -> dict:
                 BV=min(tuning["BV"], triton.next_power_of_2(DV)))
 
 
-def _chunk_memories(k, v, gates, initial, input_gate: str, common: dict, B, S, H, NC):
+def _chunk_memories(k, v, gates, initial, input_gate: str, resets, common: dict, B, S, H, NC):
     """The memory entering each chunk: C_in [BH, NC, DK, DV], n_in [BH, NC, DK], m_in [BH, NC]; and the final one."""
     DK, DV = common["DK"], common["DV"]
     tiles = _tiles("states", DK, DV)
@@ -134,8 +134,8 @@ def _chunk_memories(k, v, gates, initial, input_gate: str, common: dict, B, S, H
     initial = None if initial is None else [x.to(f32).contiguous() for x in initial]
     _chunk_states[(triton.cdiv(DK, BK), triton.cdiv(DV, BV), B * H)](
         k, v, gates["a"], gates["g"], gates["m_chunk"], *(initial or (C, n, m)), C_in, n_in, m_in, C, n, m,
-        S, H, NC, *k.stride()[:3], *v.stride()[:3], HAS_INITIAL=initial is not None, STABILIZE=input_gate == "exp",
-        **common, **tiles,
+        S, H, NC, *k.stride()[:3], *v.stride()[:3], HAS_INITIAL=initial is not None, HAS_RESETS=resets is not None,
+        STABILIZE=input_gate == "exp", **common, **tiles,
     )
     return C_in, n_in, m_in, (C, n, m)
 
@@ -148,7 +148,7 @@ def _backward(q, k, v, i, f, initial, resets, h, final, rows, dh, d_final, input
     gates = prepare_gates(i, f, input_gate, resets, L, NC)
     q, k, v = (x.contiguous() for x in (q, k, v))
     common = _common_args(q, DK, DV, L)
-    C_in, n_in, m_in, _ = _chunk_memories(k, v, gates, initial, input_gate, common, B, S, H, NC)  # not stored
+    C_in, n_in, m_in, _ = _chunk_memories(k, v, gates, initial, input_gate, resets, common, B, S, H, NC)  # not stored
     C, n, m = final
     m_next = torch.cat([m_in[:, 1:], m.reshape(BH, 1)], 1).contiguous()  # stabilizer of the memory leaving a chunk
 

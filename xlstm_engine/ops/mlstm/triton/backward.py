@@ -30,25 +30,25 @@ def _chunk_states_backward(
     """INV_DEN, DSUM [BH, NC*L]: 1 / den and the gradient of the signed normalizer sum of each row (0 past S).
     M_NEXT [BH, NC]: the stabilizer of the memory leaving each chunk. Writes DC_OUT [BH, NC, DK, DV] and
     DN_OUT [BH, NC, DK] (gradient of the memory leaving chunk c), DC0, DN0, and DG_PART [nK * nV, BH, NC]."""
-    pid_k, pid_v, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_k, pid_v, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)  # 64-bit offsets
     b, h = pid_bh // H, pid_bh % H
     rk = pid_k * BK + tl.arange(0, BK)
     rv = pid_v * BV + tl.arange(0, BV)
     rl = tl.arange(0, L)
     mk, mv = rk < DK, rv < DV
     mkv = mk[:, None] & mv[None, :]
-    state_kv = pid_bh.to(tl.int64) * DK * DV + rk[:, None] * DV + rv[None, :]
+    state_kv = pid_bh * DK * DV + rk[:, None] * DV + rv[None, :]
     if HAS_FINAL_GRAD:
         dC = tl.load(DC_FINAL + state_kv, mask=mkv, other=0.0).to(tl.float32)
-        dn = tl.load(DN_FINAL + pid_bh.to(tl.int64) * DK + rk, mask=mk, other=0.0).to(tl.float32)
+        dn = tl.load(DN_FINAL + pid_bh * DK + rk, mask=mk, other=0.0).to(tl.float32)
     else:
         dC = tl.zeros([BK, BV], dtype=tl.float32)
         dn = tl.zeros([BK], dtype=tl.float32)
-    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
-    dh_base = DH + b.to(tl.int64) * stride_hb + h * stride_hh
+    q_base = Q + b * stride_qb + h * stride_qh
+    dh_base = DH + b * stride_hb + h * stride_hh
     part = (pid_k * tl.num_programs(1) + pid_v) * tl.num_programs(2) + pid_bh
     for c in range(NC - 1, -1, -1):
-        chunk = pid_bh.to(tl.int64) * NC + c
+        chunk = pid_bh * NC + c
         tl.store(DC_OUT + chunk * DK * DV + rk[:, None] * DV + rv[None, :], dC.to(DC_OUT.dtype.element_ty), mask=mkv)
         m_in = tl.load(M_IN + chunk)
         decay = tl.exp(tl.load(G + chunk) + m_in - tl.load(M_NEXT + chunk))
@@ -57,9 +57,9 @@ def _chunk_states_backward(
         if pid_v == 0:
             tl.store(DN_OUT + chunk * DK + rk, dn, mask=mk)
             dg += tl.sum(dn * tl.load(N_IN + chunk * DK + rk, mask=mk, other=0.0), axis=0)
-        tl.store(DG_PART + part.to(tl.int64) * NC + c, dg * decay)
+        tl.store(DG_PART + part * NC + c, dg * decay)
 
-        t = c * L + rl
+        t = c * L + rl.to(tl.int64)  # 64-bit offsets
         mt = t < S
         gates = chunk * L + rl
         w_in = tl.exp(tl.load(B_INFLOW + gates) + m_in - tl.load(M_ROW + gates)) * scale  # [L]
@@ -71,7 +71,7 @@ def _chunk_states_backward(
         dn = decay * dn + tl.sum(q_in * tl.load(DSUM + gates)[:, None], axis=0)
     tl.store(DC0 + state_kv, dC, mask=mkv)
     if pid_v == 0:
-        tl.store(DN0 + pid_bh.to(tl.int64) * DK + rk, dn, mask=mk)
+        tl.store(DN0 + pid_bh * DK + rk, dn, mask=mk)
 
 
 @triton.jit
@@ -97,7 +97,7 @@ def _chunk_grads_qk(
 ):
     """dq, dk of one DK tile of one chunk, and this tile's parts [nK, BH, NC*L] of the gate gradients:
     DB_PART: d(in-chunk cumsum of log f) at row j; DLI_PART: d(log i); DA_PART: d(chunk-end log weight a)."""
-    pid_k, c, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_k, c, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     b, h = pid_bh // H, pid_bh % H
     rk = pid_k * BK + tl.arange(0, BK)
     rl = tl.arange(0, L)
@@ -105,14 +105,14 @@ def _chunk_grads_qk(
     t = c * L + rl
     mt = t < S
     mtk = mt[:, None] & mk[None, :]
-    chunk = pid_bh.to(tl.int64) * NC + c
+    chunk = pid_bh * NC + c
     gates = chunk * L + rl
-    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + t[:, None] * stride_qs + rk[None, :], mask=mtk,
+    q = tl.load(Q + b * stride_qb + h * stride_qh + t[:, None] * stride_qs + rk[None, :], mask=mtk,
                 other=0.0)
-    k = tl.load(K + b.to(tl.int64) * stride_kb + h * stride_kh + t[:, None] * stride_ks + rk[None, :], mask=mtk,
+    k = tl.load(K + b * stride_kb + h * stride_kh + t[:, None] * stride_ks + rk[None, :], mask=mtk,
                 other=0.0)
-    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
-    dh_base = DH + b.to(tl.int64) * stride_hb + h * stride_hh
+    v_base = V + b * stride_vb + h * stride_vh
+    dh_base = DH + b * stride_hb + h * stride_hh
     inv_den = tl.load(INV_DEN + gates)
 
     d_weights = tl.zeros([L, L], dtype=tl.float32)  # dW_jl = dh'_j . v'_l
@@ -144,9 +144,9 @@ def _chunk_grads_qk(
     d_k_out *= w_out[:, None]
     dq = _dot(d_scores.to(k.dtype), k, PRECISION, DOT_F32) + d_q_in
     dk = _dot(tl.trans(d_scores).to(q.dtype), q, PRECISION, DOT_F32) + d_k_out
-    tl.store(DQ + b.to(tl.int64) * stride_qb + h * stride_qh + t[:, None] * stride_qs + rk[None, :],
+    tl.store(DQ + b * stride_qb + h * stride_qh + t[:, None] * stride_qs + rk[None, :],
              dq.to(DQ.dtype.element_ty), mask=mtk)
-    tl.store(DKEY + b.to(tl.int64) * stride_kb + h * stride_kh + t[:, None] * stride_ks + rk[None, :],
+    tl.store(DKEY + b * stride_kb + h * stride_kh + t[:, None] * stride_ks + rk[None, :],
              dk.to(DKEY.dtype.element_ty), mask=mtk)
 
     # the log-gate gradients from dD = dW * W (this tile's part of q . k). D_jl = b_j - b_l + log i_l, so b gets
@@ -158,7 +158,7 @@ def _chunk_grads_qk(
     col = tl.sum(d_log_decay, axis=0)
     d_inflow = tl.sum(q.to(tl.float32) * d_q_in, axis=1)  # d(log w_in_j)
     d_a = tl.sum(k.to(tl.float32) * d_k_out, axis=1)
-    part = (pid_k.to(tl.int64) * tl.num_programs(2) + pid_bh) * NC * L + c * L + rl
+    part = (pid_k * tl.num_programs(2) + pid_bh) * NC * L + c * L + rl
     tl.store(DB_PART + part, tl.sum(d_log_decay, axis=1) - col + d_inflow)
     tl.store(DLI_PART + part, col + d_diagonal + d_a)
     tl.store(DA_PART + part, d_a)
@@ -173,17 +173,17 @@ def _chunk_grads_v(
     HAS_RESETS: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     """dv of one DV tile of one chunk: dv_l = sum_j W_jl dh_j / den_j + w_out_l dC_out^T k_l."""
-    pid_v, c, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_v, c, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     b, h = pid_bh // H, pid_bh % H
     rv = pid_v * BV + tl.arange(0, BV)
     rl = tl.arange(0, L)
     mv = rv < DV
     t = c * L + rl
     mt = t < S
-    chunk = pid_bh.to(tl.int64) * NC + c
+    chunk = pid_bh * NC + c
     gates = chunk * L + rl
-    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
     scores = tl.zeros([L, L], dtype=tl.float32)
     k_dC = tl.zeros([L, BV], dtype=tl.float32)
     for k0 in range(0, DK, BK):
@@ -196,25 +196,25 @@ def _chunk_grads_v(
                      other=0.0)
         k_dC += _dot(k, dC.to(k.dtype), PRECISION, DOT_F32)
     weights = scores * scale * _decay_matrix(B_DECAY, LOG_I, SEGMENT, M_ROW, gates, rl, HAS_RESETS)
-    dh = tl.load(DH + b.to(tl.int64) * stride_hb + h * stride_hh + t[:, None] * stride_hs + rv[None, :],
+    dh = tl.load(DH + b * stride_hb + h * stride_hh + t[:, None] * stride_hs + rv[None, :],
                  mask=mt[:, None] & mv[None, :], other=0.0)
     d_num = (dh.to(tl.float32) * tl.load(INV_DEN + gates)[:, None]).to(dh.dtype)
     w_out = tl.exp(tl.load(A + gates) - tl.load(M_NEXT + chunk))
     dv = _dot(tl.trans(weights).to(dh.dtype), d_num, PRECISION, DOT_F32) + w_out[:, None] * k_dC
-    tl.store(DV_OUT + b.to(tl.int64) * stride_vb + h * stride_vh + t[:, None] * stride_vs + rv[None, :],
+    tl.store(DV_OUT + b * stride_vb + h * stride_vh + t[:, None] * stride_vs + rv[None, :],
              dv.to(DV_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
 
 
 @triton.jit
 def _output_dot(H, DH, OUT, N, DV: tl.constexpr, ROWS: tl.constexpr, BV: tl.constexpr):
     """OUT[r] = sum_v H[r, v] * DH[r, v] in fp32 over N rows of length DV (contiguous): one read of h and dh."""
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     mr = rows < N
     total = tl.zeros([ROWS], dtype=tl.float32)
     for v0 in range(0, DV, BV):
         rv = v0 + tl.arange(0, BV)
         mask = mr[:, None] & (rv < DV)[None, :]
-        offsets = rows.to(tl.int64)[:, None] * DV + rv[None, :]
+        offsets = rows[:, None] * DV + rv[None, :]
         h = tl.load(H + offsets, mask=mask, other=0.0).to(tl.float32)
         total += tl.sum(h * tl.load(DH + offsets, mask=mask, other=0.0).to(tl.float32), axis=1)
     tl.store(OUT + rows, total, mask=mr)

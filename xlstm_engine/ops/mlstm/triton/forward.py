@@ -31,39 +31,44 @@ def _chunk_states(
     K, V, A, G, M_CHUNK, C0, N0, M0, C_IN, N_IN, M_IN, C_OUT, N_OUT, M_OUT,
     S, H, NC, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
     DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    HAS_INITIAL: tl.constexpr, STABILIZE: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    HAS_INITIAL: tl.constexpr, HAS_RESETS: tl.constexpr, STABILIZE: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_F32: tl.constexpr,
 ):
-    """A, G, M_CHUNK: per-token log weight in the chunk-end memory [BH, NC*L], per-chunk log decay and max of A
-    (joined with the restart of a reset) [BH, NC]. C_IN [BH, NC, DK, DV], N_IN [BH, NC, DK], M_IN [BH, NC]."""
-    pid_k, pid_v, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """A, G, M_CHUNK: per-token log weight in the chunk-end memory [BH, NC*L] (-inf for tokens that do not reach
+    it), per-chunk log decay (-inf with a reset) and max of A (joined with the restart of a reset) [BH, NC].
+    C_IN [BH, NC, DK, DV], N_IN [BH, NC, DK], M_IN [BH, NC]."""
+    pid_k, pid_v, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     b, h = pid_bh // H, pid_bh % H
     rk = pid_k * BK + tl.arange(0, BK)
     rv = pid_v * BV + tl.arange(0, BV)
     rl = tl.arange(0, L)
     mk, mv = rk < DK, rv < DV
     mkv = mk[:, None] & mv[None, :]
-    state_kv = pid_bh.to(tl.int64) * DK * DV + rk[:, None] * DV + rv[None, :]
+    state_kv = pid_bh * DK * DV + rk[:, None] * DV + rv[None, :]
     if HAS_INITIAL:
         C = tl.load(C0 + state_kv, mask=mkv, other=0.0).to(tl.float32)
-        n = tl.load(N0 + pid_bh.to(tl.int64) * DK + rk, mask=mk, other=0.0).to(tl.float32)
+        n = tl.load(N0 + pid_bh * DK + rk, mask=mk, other=0.0).to(tl.float32)
         m = tl.load(M0 + pid_bh).to(tl.float32)
     else:
         C = tl.zeros([BK, BV], dtype=tl.float32)
         n = tl.zeros([BK], dtype=tl.float32)
         m = tl.sum(tl.zeros([1], dtype=tl.float32), axis=0)
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
     for c in range(NC):
-        chunk_kv = (pid_bh.to(tl.int64) * NC + c) * DK * DV + rk[:, None] * DV + rv[None, :]
+        chunk_kv = (pid_bh * NC + c) * DK * DV + rk[:, None] * DV + rv[None, :]
         tl.store(C_IN + chunk_kv, C.to(C_IN.dtype.element_ty), mask=mkv)
         if pid_v == 0:
-            tl.store(N_IN + (pid_bh.to(tl.int64) * NC + c) * DK + rk, n, mask=mk)
+            tl.store(N_IN + (pid_bh * NC + c) * DK + rk, n, mask=mk)
             if pid_k == 0:
                 tl.store(M_IN + pid_bh * NC + c, m)
-        t = c * L + rl
+        t = c * L + rl.to(tl.int64)  # 64-bit: t * stride passes 2^31 on long sequences of wide projections
         mt = t < S
-        a = tl.load(A + pid_bh.to(tl.int64) * NC * L + t)
+        a = tl.load(A + pid_bh * NC * L + t)
         g = tl.load(G + pid_bh * NC + c)
+        if HAS_RESETS:  # a reset in the chunk (g = -inf): the old memory is gone, whatever it held (0 * NaN is NaN)
+            gone = g == float("-inf")
+            C, n, m = tl.where(gone, 0.0, C), tl.where(gone, 0.0, n), tl.where(gone, 0.0, m)
         if STABILIZE:  # noqa: SIM108 (a compile-time branch)
             m_new = tl.maximum(g + m, tl.load(M_CHUNK + pid_bh * NC + c))
         else:
@@ -73,12 +78,15 @@ def _chunk_states(
         k = tl.load(k_base + t[:, None] * stride_ks + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
         v = tl.load(v_base + t[:, None] * stride_vs + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
         k_weighted = k.to(tl.float32) * weight[:, None]  # [L, BK]
+        if HAS_RESETS:  # tokens before the chunk's last reset: left out, not weighted by 0
+            reaches = (a != float("-inf"))[:, None]
+            k_weighted, v = tl.where(reaches, k_weighted, 0.0), tl.where(reaches, v, 0.0)
         C = decay * C + _dot(tl.trans(k_weighted.to(v.dtype)), v, PRECISION, DOT_F32)
         n = decay * n + tl.sum(k_weighted, axis=0)
         m = m_new
     tl.store(C_OUT + state_kv, C, mask=mkv)
     if pid_v == 0:
-        tl.store(N_OUT + pid_bh.to(tl.int64) * DK + rk, n, mask=mk)
+        tl.store(N_OUT + pid_bh * DK + rk, n, mask=mk)
         if pid_k == 0:
             tl.store(M_OUT + pid_bh, m)
 
@@ -96,16 +104,20 @@ def _chunk_outputs(
     document); B_INFLOW: the same with -inf from a reset on (the log weight of the entering memory); LOG_I: log
     input gates (-inf on padding); SEGMENT: document index of each token; RESTART: log weight of the empty memory
     a reset put in place (-inf without one). Writes h, and for the backward the row stabilizer and the signed
-    normalizer sum q . n of every row (padding rows included)."""
-    c, pid_bh = tl.program_id(0), tl.program_id(1)
+    normalizer sum q . n of every row (padding rows included).
+
+    Entries that the math leaves out are selected away, never multiplied by a zero weight, so that a NaN or inf
+    reaches no earlier row and no other document: a non-finite v is zeroed for the dot and put back as NaN in
+    the rows that see it."""
+    c, pid_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)  # 64-bit offsets (t * stride)
     b, h = pid_bh // H, pid_bh % H
     rows = tl.arange(0, L)  # position in the chunk
     t = c * L + rows
     mt = t < S
-    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh + t[:, None] * stride_qs
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh + t[:, None] * stride_ks
-    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh + t[:, None] * stride_vs
-    chunk = pid_bh.to(tl.int64) * NC + c
+    q_base = Q + b * stride_qb + h * stride_qh + t[:, None] * stride_qs
+    k_base = K + b * stride_kb + h * stride_kh + t[:, None] * stride_ks
+    v_base = V + b * stride_vb + h * stride_vh + t[:, None] * stride_vs
+    chunk = pid_bh * NC + c
 
     scores = tl.zeros([L, L], dtype=tl.float32)
     for k0 in range(0, DK, BK):
@@ -122,13 +134,16 @@ def _chunk_outputs(
         q = tl.load(q_base + rk[None, :], mask=mt[:, None] & (rk < DK)[None, :], other=0.0)
         q_n += tl.sum(q.to(tl.float32) * tl.load(N_IN + chunk * DK + rk, mask=rk < DK, other=0.0)[None, :], axis=1)
 
-    first = pid_bh.to(tl.int64) * NC * L + c * L  # the chunk's first gate
+    first = pid_bh * NC * L + c * L  # the chunk's first gate
     b_decay = tl.load(B_DECAY + first + rows)
     if HAS_RESETS:  # noqa: SIM108 (a compile-time branch)
         segment = tl.load(SEGMENT + first + rows)
     else:
         segment = rows
     log_w_in = tl.load(B_INFLOW + first + rows) + tl.load(M_IN + chunk)
+    if HAS_RESETS:  # rows after a reset do not read the entering memory
+        inflow = segment == 0
+        log_w_in = tl.where(inflow, log_w_in, float("-inf"))
     log_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, rows, b_decay, segment, HAS_RESETS)
     if STABILIZE:  # the recurrent m of each row: the largest log weight it sees
         m_row = tl.maximum(log_w_in, tl.max(log_decay, axis=1))
@@ -136,12 +151,16 @@ def _chunk_outputs(
             m_row = tl.maximum(m_row, tl.load(RESTART + first + rows))
     else:
         m_row = tl.zeros([L], dtype=tl.float32)
-    weights = scores * scale * tl.exp(log_decay - m_row[:, None])  # [L, L]
+    visible = log_decay != float("-inf")
+    weights = tl.where(visible, scores * scale * tl.exp(log_decay - m_row[:, None]), 0.0)  # [L, L]
     w_in = tl.exp(log_w_in - m_row) * scale
-    sum_row = tl.sum(weights, axis=1) + w_in * q_n
+    read_n = w_in * q_n
+    if HAS_RESETS:
+        read_n = tl.where(inflow, read_n, 0.0)
+    sum_row = tl.sum(weights, axis=1) + read_n
     den = tl.maximum(tl.abs(sum_row), tl.exp(-m_row)) + eps
     weights = weights.to(V.dtype.element_ty)
-    h_base = H_OUT + b.to(tl.int64) * stride_hb + h * stride_hh + t[:, None] * stride_hs
+    h_base = H_OUT + b * stride_hb + h * stride_hh + t[:, None] * stride_hs
     for v0 in range(0, DV, BV):
         rv = v0 + tl.arange(0, BV)
         mv = rv < DV
@@ -154,10 +173,26 @@ def _chunk_outputs(
                         other=0.0)
             q_C += _dot(q, C.to(q.dtype), PRECISION, DOT_F32)
         v = tl.load(v_base + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        num = _dot(weights, v, PRECISION, DOT_F32) + w_in[:, None] * q_C
+        read_C = w_in[:, None] * q_C
+        if HAS_RESETS:
+            read_C = tl.where(inflow[:, None], read_C, 0.0)
+        num = _attend(weights, visible, v, PRECISION, DOT_F32) + read_C
         tl.store(h_base + rv[None, :], (num / den[:, None]).to(H_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
     tl.store(M_ROW + first + rows, m_row)
     tl.store(SUM_ROW + first + rows, sum_row)
+
+
+@triton.jit
+def _attend(weights, visible, v, PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
+    """weights [L, L] @ v [L, BV], weights zero outside `visible`: a NaN or inf in v_l reaches only the rows that
+    see l (in a plain dot, 0 * NaN spreads it to every row). The check costs a select; the fix-up runs only when a
+    tile holds a non-finite value."""
+    bad = ~(tl.abs(v.to(tl.float32)) < float("inf"))
+    out = _dot(weights, tl.where(bad, 0.0, v).to(v.dtype), PRECISION, DOT_F32)
+    if tl.max(tl.max(bad.to(tl.int32), axis=1), axis=0) > 0:
+        reached = _dot(visible.to(v.dtype), bad.to(v.dtype), PRECISION, DOT_F32) > 0
+        out = tl.where(reached, float("nan"), out)
+    return out
 
 
 @triton.jit

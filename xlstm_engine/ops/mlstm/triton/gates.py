@@ -1,7 +1,7 @@
 """The gate side of the Triton mLSTM, on [B, H, S] tensors (small next to q, k, v).
 
 forward: log gates and their in-chunk cumulative sums, padded to whole chunks, as the kernels read them (one
-small kernel; packed documents in PyTorch);
+small kernel, packed documents included);
 backward: the kernels' per-tile gate-gradient parts turned into d(log i), d(log f), plus the gradient that flows
 through the stabilizers m, which the kernels hold constant.
 """
@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-
-from ..common import cut_at_resets
 
 
 @triton.jit
@@ -26,17 +24,22 @@ def log_sigmoid(x):
 
 @triton.jit
 def _chunk_gates(
-    IG, FG, B_CUM, LOG_I, A, G, M_CHUNK, S, H, NC, stride_ib, stride_is, stride_ih, stride_fb, stride_fs, stride_fh,
-    L: tl.constexpr, STABILIZE: tl.constexpr,
+    IG, FG, RESETS, B_DECAY, B_INFLOW, LOG_I, A, SEGMENT, RESTART, G, M_CHUNK, S, H, NC,
+    stride_ib, stride_is, stride_ih, stride_fb, stride_fs, stride_fh, stride_rb, stride_rs,
+    L: tl.constexpr, STABILIZE: tl.constexpr, HAS_RESETS: tl.constexpr,
 ):
-    """One chunk of one sequence-head: gate pre-activations [B, S, H] in; B_CUM (in-chunk cumsum of log f), LOG_I,
-    A (log weight in the chunk-end memory) [BH, NC*L] and G (log decay over the chunk), M_CHUNK (max of A) [BH, NC]
-    out. Padding past S: no input, no decay."""
-    c, pid_bh = tl.program_id(0), tl.program_id(1)
+    """One chunk of one sequence-head: gate pre-activations [B, S, H] (and resets [B, S]) in; out [BH, NC*L]:
+    B_DECAY (in-chunk cumsum of log f, restarted at each reset), LOG_I, A (log weight in the chunk-end memory), and
+    with resets B_INFLOW (B_DECAY up to the first reset, then -inf: the log weight of the entering memory), SEGMENT
+    (document index in the chunk), RESTART (log weight of the empty memory a reset put in place, -inf before one);
+    out [BH, NC]: G (log decay over the chunk, -inf with a reset), M_CHUNK (max of A and the last RESTART).
+    Padding past S: no input, no decay. Across a reset, values are selected, never summed, so that a NaN or inf in
+    one document's gates reaches no other document."""
+    c, pid_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     rl = tl.arange(0, L)
     t = c * L + rl
     mt = t < S
-    b, h = (pid_bh // H).to(tl.int64), pid_bh % H
+    b, h = pid_bh // H, pid_bh % H
     f_base = FG + b * stride_fb + h * stride_fh
     log_f = tl.where(mt, log_sigmoid(tl.load(f_base + t * stride_fs, mask=mt, other=0.0).to(tl.float32)), 0.0)
     log_i = tl.load(IG + b * stride_ib + h * stride_ih + t * stride_is, mask=mt, other=0.0).to(tl.float32)
@@ -47,46 +50,55 @@ def _chunk_gates(
     following = (t + 1 < S) & (rl + 1 < L)
     log_f_next = tl.load(f_base + (t + 1) * stride_fs, mask=following, other=0.0).to(tl.float32)
     a = tl.cumsum(tl.where(following, log_sigmoid(log_f_next), 0.0), axis=0, reverse=True) + log_i
-    b_cum = tl.cumsum(log_f, axis=0)
-    out = pid_bh.to(tl.int64) * NC * L + c * L + rl
-    tl.store(B_CUM + out, b_cum)
+    out = pid_bh * NC * L + c * L + rl
+    last = rl == L - 1
+    if HAS_RESETS:
+        segment = tl.cumsum(tl.load(RESETS + b * stride_rb + t * stride_rs, mask=mt, other=0).to(tl.int32), axis=0)
+        same = (rl[:, None] >= rl[None, :]) & (segment[:, None] == segment[None, :])
+        b_decay = tl.sum(tl.where(same, log_f[None, :], 0.0), axis=1)  # a cumsum within each document
+        inflow = segment == 0
+        restart = tl.where(inflow, float("-inf"), b_decay)
+        carries = tl.max(segment, axis=0) == 0
+        a = tl.where(segment == tl.max(segment, axis=0), a, float("-inf"))
+        g = tl.where(carries, tl.sum(tl.where(last, b_decay, 0.0), axis=0), float("-inf"))
+        m_chunk = tl.maximum(tl.max(a, axis=0), tl.max(tl.where(last, restart, float("-inf")), axis=0))
+        tl.store(B_INFLOW + out, tl.where(inflow, b_decay, float("-inf")))
+        tl.store(SEGMENT + out, segment)
+        tl.store(RESTART + out, restart)
+    else:
+        b_decay = tl.cumsum(log_f, axis=0)
+        g = tl.sum(tl.where(last, b_decay, 0.0), axis=0)  # exactly the last b
+        m_chunk = tl.max(a, axis=0)
+    tl.store(B_DECAY + out, b_decay)
     tl.store(LOG_I + out, log_i)
     tl.store(A + out, a)
-    tl.store(G + pid_bh * NC + c, tl.sum(tl.where(rl == L - 1, b_cum, 0.0), axis=0))  # exactly the last b
-    tl.store(M_CHUNK + pid_bh * NC + c, tl.max(a, axis=0))
+    tl.store(G + pid_bh * NC + c, g)
+    tl.store(M_CHUNK + pid_bh * NC + c, m_chunk)
 
 
 def prepare_gates(i, f, input_gate: str, resets, L: int, NC: int) -> dict[str, torch.Tensor]:
     """The gate quantities of the kernels, float32, padded to NC * L tokens (padding: no input, no decay).
 
-    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32: document index), restart; [BH, NC]: g, m_chunk.
-    Without resets (one kernel), b_inflow is b_decay, and segment and restart are unread.
+    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32: document index in the chunk), restart; [BH, NC]: g,
+    m_chunk. Without resets, b_inflow is b_decay, and segment and restart are unread.
     """
     B, S, H = i.shape
+    tokens = dict(device=i.device, dtype=torch.float32)
+    out = {name: torch.empty(B * H, NC * L, **tokens) for name in ("b_decay", "log_i", "a")}
+    out["g"], out["m_chunk"] = torch.empty(2, B * H, NC, **tokens)
     if resets is None:
-        out = {name: torch.empty(B * H, NC * L, device=i.device, dtype=torch.float32) for name in ("b", "log_i", "a")}
-        g, m_chunk = torch.empty(2, B * H, NC, device=i.device, dtype=torch.float32)
-        _chunk_gates[(NC, B * H)](i, f, out["b"], out["log_i"], out["a"], g, m_chunk, S, H, NC, *i.stride(),
-                                  *f.stride(), L=L, STABILIZE=input_gate == "exp")
-        b = out.pop("b")
-        return dict(out, b_decay=b, b_inflow=b, g=g, m_chunk=m_chunk, segment=out["log_i"], restart=out["log_i"])
-    # packed documents, in PyTorch: the log decay is cut at each reset, and the stabilizer restarts there
-    pad = NC * L - S
-    log_i = (i.float() if input_gate == "exp" else F.logsigmoid(i.float())).transpose(1, 2)  # [B, H, S]
-    log_f = F.logsigmoid(f.float()).transpose(1, 2)
-    log_i = F.pad(log_i, (0, pad), value=float("-inf")).reshape(B * H, NC, L)
-    log_f = F.pad(log_f, (0, pad), value=0.0).reshape(B * H, NC, L)
-    r = torch.zeros(B, NC * L, dtype=torch.bool, device=resets.device)
-    r[:, :S] = resets
-    r = r[:, None, :].expand(B, H, NC * L).reshape(B * H, NC, L)
-    cut, restart = cut_at_resets(log_f, r)
-    b_inflow = cut.cumsum(-1)
-    a = torch.cat([cut.flip(-1).cumsum(-1).flip(-1)[..., 1:], torch.zeros_like(cut[..., :1])], -1) + log_i
-    m_chunk = torch.maximum(a.max(-1).values, restart[..., -1])
-    out = dict(b_decay=log_f.cumsum(-1), b_inflow=b_inflow, log_i=log_i, a=a, g=b_inflow[..., -1], m_chunk=m_chunk,
-               restart=restart)
-    out = {name: x.reshape(B * H, -1).contiguous() for name, x in out.items()}
-    return dict(out, segment=r.reshape(B * H, NC * L).cumsum(-1).to(torch.int32))
+        out.update(b_inflow=out["b_decay"], segment=out["log_i"], restart=out["log_i"])
+        r = out["log_i"]  # unread
+    else:
+        out.update(b_inflow=torch.empty(B * H, NC * L, **tokens), restart=torch.empty(B * H, NC * L, **tokens),
+                   segment=torch.empty(B * H, NC * L, device=i.device, dtype=torch.int32))
+        r = resets.view(torch.int8)
+    _chunk_gates[(NC, B * H)](
+        i, f, r, out["b_decay"], out["b_inflow"], out["log_i"], out["a"], out["segment"], out["restart"], out["g"],
+        out["m_chunk"], S, H, NC, *i.stride(), *f.stride(), *(r.stride() if resets is not None else (0, 0)),
+        L=L, STABILIZE=input_gate == "exp", HAS_RESETS=resets is not None,
+    )
+    return out
 
 
 def log_gate_grads(parts: dict[str, torch.Tensor], L: int) -> tuple[torch.Tensor, torch.Tensor]:

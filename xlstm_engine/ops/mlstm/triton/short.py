@@ -12,7 +12,7 @@ import triton.language as tl
 from .. import SHORT_PROMPT
 from ..state import mLSTMState
 from . import _common_args, check_inputs
-from .forward import _dot
+from .forward import _attend, _dot
 from .gates import log_sigmoid
 
 
@@ -25,14 +25,15 @@ def _short_sequence(
     STABILIZE: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     """q, k [B, S, H, DK]; v, h [B, S, H, DV]; gate pre-activations [B, S, H]; memory (C0, N0, M0) [BH, ...] in,
-    (C_OUT, N_OUT, M_OUT) out (other tensors: every program reads all of n0 and m0). SP: S padded to a power of 2."""
-    pid_v, pid_bh = tl.program_id(0), tl.program_id(1)
+    (C_OUT, N_OUT, M_OUT) out (other tensors: every program reads all of n0 and m0). SP: S padded to a power of 2.
+    As in the chunkwise outputs kernel, a NaN or inf reaches no earlier row."""
+    pid_v, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)  # 64-bit offsets
     b, h = pid_bh // H, pid_bh % H
-    rs = tl.arange(0, SP)
+    rs = tl.arange(0, SP).to(tl.int64)
     ms = rs < S
     rv = pid_v * BV + tl.arange(0, BV)
     mv = rv < DV
-    gates = b.to(tl.int64) * stride_gb + rs * stride_gs + h * stride_gh
+    gates = b * stride_gb + rs * stride_gs + h * stride_gh
     log_f = tl.where(ms, log_sigmoid(tl.load(FG + gates, mask=ms, other=0.0).to(tl.float32)), 0.0)
     log_i = tl.load(IG + gates, mask=ms, other=0.0).to(tl.float32)
     if not STABILIZE:
@@ -59,11 +60,11 @@ def _short_sequence(
     decay = tl.exp(g + m0 - m_new)
     w_out = tl.exp(a - m_new)
 
-    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
-    v = tl.load(V + b.to(tl.int64) * stride_vb + h * stride_vh + rs[:, None] * stride_vs + rv[None, :],
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v = tl.load(V + b * stride_vb + h * stride_vh + rs[:, None] * stride_vs + rv[None, :],
                 mask=ms[:, None] & mv[None, :], other=0.0)
-    state = pid_bh.to(tl.int64) * DK * DV
+    state = pid_bh * DK * DV
     scores = tl.zeros([SP, SP], dtype=tl.float32)
     q_C = tl.zeros([SP, BV], dtype=tl.float32)
     for k0 in range(0, DK, BK):  # reads: dots only (see forward.py on elementwise use of a dot operand)
@@ -84,20 +85,21 @@ def _short_sequence(
         C = decay * C.to(tl.float32) + _dot(tl.trans(k_out.to(v.dtype)), v, PRECISION, DOT_F32)
         tl.store(C_OUT + state + rk[:, None] * DV + rv[None, :], C.to(C_OUT.dtype.element_ty),
                  mask=mk[:, None] & mv[None, :])
-        n0 = tl.load(N0 + pid_bh.to(tl.int64) * DK + rk, mask=mk, other=0.0).to(tl.float32)
+        n0 = tl.load(N0 + pid_bh * DK + rk, mask=mk, other=0.0).to(tl.float32)
         q = tl.load(q_base + rs[:, None] * stride_qs + rk[None, :], mask=ms[:, None] & mk[None, :], other=0.0)
         q_n += tl.sum(q.to(tl.float32) * n0[None, :], axis=1)
         if pid_v == 0:
             n = decay * n0 + tl.sum(k_out, axis=0)
-            tl.store(N_OUT + pid_bh.to(tl.int64) * DK + rk, n.to(N_OUT.dtype.element_ty), mask=mk)
+            tl.store(N_OUT + pid_bh * DK + rk, n.to(N_OUT.dtype.element_ty), mask=mk)
     if pid_v == 0:
         tl.store(M_OUT + pid_bh, m_new.to(M_OUT.dtype.element_ty))
 
-    weights = scores * scale * tl.exp(log_decay - m_row[:, None])
+    visible = log_decay != float("-inf")
+    weights = tl.where(visible, scores * scale * tl.exp(log_decay - m_row[:, None]), 0.0)
     w_in = tl.exp(log_w_in - m_row) * scale
-    num = _dot(weights.to(v.dtype), v, PRECISION, DOT_F32) + w_in[:, None] * q_C
+    num = _attend(weights.to(v.dtype), visible, v, PRECISION, DOT_F32) + w_in[:, None] * q_C
     den = tl.maximum(tl.abs(tl.sum(weights, axis=1) + w_in * q_n), tl.exp(-m_row)) + eps
-    tl.store(H_OUT + b.to(tl.int64) * stride_hb + h * stride_hh + rs[:, None] * stride_hs + rv[None, :],
+    tl.store(H_OUT + b * stride_hb + h * stride_hh + rs[:, None] * stride_hs + rv[None, :],
              (num / den[:, None]).to(H_OUT.dtype.element_ty), mask=ms[:, None] & mv[None, :])
 
 

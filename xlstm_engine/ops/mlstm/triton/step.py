@@ -36,7 +36,7 @@ def _step_memory(
 ):
     """Q, K [BH, DK]; V, H_OUT [BH, DV]; IG, FG (gate pre-activations), M [BH]; C, C_OUT [BH, DK, DV] (may be
     the same memory)."""
-    pid_v, pid_bh = tl.program_id(0), tl.program_id(1)
+    pid_v, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)  # 64-bit offsets
     rv = pid_v * BV + tl.arange(0, BV)
     mv = rv < DV
     m_new, f_t, i_t = _log_gates(IG, FG, M, pid_bh, STABILIZE)
@@ -48,7 +48,7 @@ def _step_memory(
         mk = rk < DK
         q = tl.load(Q + pid_bh * DK + rk, mask=mk, other=0.0).to(tl.float32) * scale
         k_in = tl.load(K + pid_bh * DK + rk, mask=mk, other=0.0).to(tl.float32) * i_t
-        state = pid_bh.to(tl.int64) * DK * DV + rk[:, None] * DV + rv[None, :]
+        state = pid_bh * DK * DV + rk[:, None] * DV + rv[None, :]
         c = tl.load(C + state, mask=mk[:, None] & mv[None, :], other=0.0).to(tl.float32)
         c = f_t * c + k_in[:, None] * v[None, :]
         tl.store(C_OUT + state, c.to(C_OUT.dtype.element_ty), mask=mk[:, None] & mv[None, :])
@@ -62,7 +62,7 @@ def _step_memory(
 @triton.jit
 def _step_normalizer(K, IG, FG, N, M, N_OUT, M_OUT, DK: tl.constexpr, BK: tl.constexpr, STABILIZE: tl.constexpr):
     """N, N_OUT [BH, DK] and M, M_OUT [BH] (may be the same memory)."""
-    pid_bh = tl.program_id(0)
+    pid_bh = tl.program_id(0).to(tl.int64)
     m_new, f_t, i_t = _log_gates(IG, FG, M, pid_bh, STABILIZE)
     for k0 in range(0, DK, BK):
         rk = k0 + tl.arange(0, BK)
