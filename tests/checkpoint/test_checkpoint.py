@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,110 @@ def test_readable_by_transformers(tmp_path):
     with torch.no_grad():
         assert_close("logits", hf(ids, use_cache=False).logits, model(ids)[0], ratio=1e-5)
     shutil.rmtree(tmp_path)
+
+
+# --- tied heads, ambiguous folders, config value types (issue 11) ------------------------------------------
+
+
+def tied(**overrides):
+    model = tiny(**overrides)
+    model.lm_head.weight = model.backbone.embeddings.weight
+    return model
+
+
+@pytest.mark.parametrize("max_shard_size", ["5GB", 20_000])
+def test_tied_head_round_trip(tmp_path, max_shard_size):
+    model = tied()
+    model.save_pretrained(tmp_path, max_shard_size=max_shard_size)
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is True
+    loaded = xe.xLSTMLarge.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.lm_head.weight is loaded.backbone.embeddings.weight
+    assert len(list(loaded.parameters())) == len(list(model.parameters()))
+    assert_same_weights(model.to(torch.bfloat16), loaded)
+    ids = torch.randint(0, 50, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(model(ids)[0], loaded(ids)[0])
+
+
+def test_tied_head_readable_by_transformers(tmp_path):
+    """transformers does not tie xLSTM (no _tied_weights_keys): it needs lm_head.weight, which we store too."""
+    transformers = pytest.importorskip("transformers")
+    model = tied()
+    model.save_pretrained(tmp_path)
+    hf = transformers.xLSTMForCausalLM.from_pretrained(tmp_path)
+    assert torch.equal(hf.lm_head.weight, model.lm_head.weight)
+    assert torch.equal(hf.backbone.embeddings.weight, model.backbone.embeddings.weight)
+
+
+def test_tie_flag_without_a_stored_head_ties(saved):
+    edit_weights(saved, lambda t: t.pop("lm_head.weight"))
+    edit_config(saved, tie_word_embeddings=True)
+    loaded = xe.xLSTMLarge.from_pretrained(saved)
+    assert loaded.lm_head.weight is loaded.backbone.embeddings.weight
+
+
+def test_tie_flag_with_two_different_matrices_keeps_both(saved):
+    """A folder transformers wrote with tie_word_embeddings=true holds two different matrices, and uses both."""
+    edit_config(saved, tie_word_embeddings=True)
+    stored = load_file(saved / "model.safetensors")
+    with pytest.warns(UserWarning, match=r"tie_word_embeddings=true, but lm_head\.weight and .* differ"):
+        loaded = xe.xLSTMLarge.from_pretrained(saved)
+    assert loaded.lm_head.weight is not loaded.backbone.embeddings.weight
+    assert torch.equal(loaded.lm_head.weight, stored["lm_head.weight"])
+
+
+def test_single_file_wins_over_an_index(tmp_path):
+    """model.safetensors beside model.safetensors.index.json (a stale one): load model.safetensors, as
+    transformers 5.x does, and say so."""
+    sharded, single = tiny(), tiny()
+    sharded.save_pretrained(tmp_path, max_shard_size=20_000)
+    for shard in tmp_path.glob("model-*.safetensors"):  # as a writer without save ids (transformers) leaves them
+        save_file(load_file(shard), shard)
+    save_file(to_single_layout(dict(single.state_dict()), single.config), tmp_path / "model.safetensors")
+    with pytest.warns(UserWarning, match=r"both model\.safetensors and model\.safetensors\.index\.json; loading "
+                                         r"model\.safetensors"):
+        loaded = xe.xLSTMLarge.from_pretrained(tmp_path)
+    assert_same_weights(single, loaded)
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.xLSTMForCausalLM.from_pretrained(tmp_path)
+    assert torch.equal(hf.lm_head.weight, single.lm_head.weight)
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("norm_eps", "abc", "a finite number"),
+    ("norm_eps", [1e-6], "a finite number"),
+    ("norm_eps", float("nan"), "a finite number"),
+    ("eps", True, "a finite number"),
+    ("gate_soft_cap", "15", "a finite number or null"),
+    ("use_bias", "false", "true or false"),
+    ("add_out_norm", "false", "true or false"),
+    ("tie_word_embeddings", "false", "true or false"),
+    ("norm_reduction_force_float32", 0, "true or false"),
+    ("num_heads", 2.0, "an int"),
+    ("hidden_size", "64", "an int or null"),
+    ("chunk_size", "64", "an int"),
+    ("chunk_size", 64.5, "an int"),
+    ("max_inference_chunksize", None, "an int"),
+    ("inference_state_dtype", 32, "a string"),
+    ("eos_token_id", "2", "an int, a list of ints or null"),
+    ("add_qk_norm", "false", "true or false"),
+])
+def test_config_value_types(saved, key, value, expected):
+    edit_config(saved, **{key: value})
+    with pytest.raises(xe.CheckpointError, match=rf"config\.json: {key} is .*, expected {expected}$"):
+        xe.xLSTMLarge.from_pretrained(saved)
+
+
+def test_nxai_config_value_types(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**CONFIG, "norm_eps": "1e-6"}))
+    with pytest.raises(xe.CheckpointError, match=r"config\.yaml: norm_eps is '1e-6' \(str\), expected a finite"):
+        xe.xLSTMLarge.from_pretrained(tmp_path)
+
+
+def test_save_id_key_is_known(saved):
+    """The key save_pretrained writes into config.json is read without an unknown-key warning."""
+    edit_config(saved, xlstm_engine_save="0123456789abcdef")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xe.checkpoint.hf_config.read_config_json(saved / "config.json")

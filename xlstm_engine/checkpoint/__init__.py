@@ -1,6 +1,6 @@
 """Checkpoints in the Hugging Face folder layout (and the NX-AI naming), read and written tensor by tensor."""
 
-import json
+import warnings
 from os import PathLike
 from pathlib import Path
 
@@ -9,32 +9,57 @@ from torch import nn
 
 from ..model.runtime import RuntimeOptions
 from .errors import CheckpointError
-from .hf_config import config_to_dict, read_config_json
+from .hf_config import check_value_types, config_to_dict, read_config_json
 from .keys import NXAI_ALIASES, single_sources, to_fused_layout, to_single_layout
-from .safetensors_io import atomic_write, iter_tensors, save_tensors, stored_dtype, weight_files
+from .safetensors_io import check_first_save, check_save_ids, iter_tensors, save_checkpoint, stored_dtype, weight_files
 
 __all__ = ["CheckpointError", "load_pretrained", "save_pretrained", "to_fused_layout", "to_single_layout"]
+
+HEAD, EMBEDDING = "lm_head.weight", "backbone.embeddings.weight"
 
 
 def load_pretrained(cls, path: str | PathLike, dtype: torch.dtype | None = None,
                     device: torch.device | str | None = None, **runtime_options) -> nn.Module:
+    """Build `cls` from a checkpoint folder; see xLSTMLarge.from_pretrained."""
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a checkpoint folder (no such directory)")
     if (folder / "config.json").exists():
-        config, raw = read_config_json(folder / "config.json")
+        config_path = folder / "config.json"
+        config, raw = read_config_json(config_path)
     elif (folder / "config.yaml").exists():
-        config, raw = _read_nxai_config(folder / "config.yaml")
+        config_path = folder / "config.yaml"
+        config, raw = _read_nxai_config(config_path)
     else:
+        check_first_save(folder)
         raise CheckpointError(f"{folder}: no config.json (Hugging Face layout) or config.yaml (NX-AI layout)")
-    runtime = RuntimeOptions.from_config_dict(raw).replace(**runtime_options)
-    files = weight_files(folder)
+    try:
+        runtime = RuntimeOptions.from_config_dict(raw)
+    except ValueError as e:
+        raise CheckpointError(f"{config_path}: {e}") from e
+    runtime = runtime.replace(**runtime_options)
+    files, index = weight_files(folder)
+    check_save_ids(folder, files, index, raw, config_path.name)  # before reading a tensor of a possible mix
     dtype = dtype or stored_dtype(files[0])
     with torch.device("meta"):  # no random weights: every parameter is written once, from the file
         model = cls(config, runtime)
     model = model.to(dtype=dtype).to_empty(device=device or "cpu")
-    _load_weights(model, files, tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)))
+    tie = raw.get("tie_word_embeddings", False)
+    loaded = _load_weights(model, files, tie_word_embeddings=tie)
+    if tie:
+        _tie_head(model, folder, head_stored=HEAD in loaded)
     return model.eval()
+
+
+@torch.no_grad()
+def _tie_head(model: nn.Module, folder: Path, head_stored: bool) -> None:
+    """Make lm_head use the embedding's parameter, as saved (both stored, equal) or stored once (no head)."""
+    if head_stored and not torch.equal(model.lm_head.weight, model.backbone.embeddings.weight):
+        # transformers does not tie xLSTM: a folder it wrote says tied but holds two different matrices
+        warnings.warn(f"{folder}: config.json says tie_word_embeddings=true, but {HEAD} and {EMBEDDING} differ; "
+                      "keeping them separate (as transformers does)", stacklevel=3)
+        return
+    model.lm_head.weight = model.backbone.embeddings.weight
 
 
 def _read_nxai_config(path: Path):
@@ -45,6 +70,9 @@ def _read_nxai_config(path: Path):
     from ..config import xLSTMLargeConfig
 
     raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a mapping of xLSTMLargeConfig fields, got {type(raw).__name__}")
+    check_value_types(raw, str(path))
     try:
         return xLSTMLargeConfig.from_dict({**raw, "weight_mode": "single"}), raw
     except (TypeError, ValueError) as e:
@@ -52,8 +80,11 @@ def _read_nxai_config(path: Path):
 
 
 @torch.no_grad()
-def _load_weights(model: nn.Module, files: list[Path], tie_word_embeddings: bool) -> None:
-    """Copy every tensor of `files` into its parameter (casting dtype), then check that nothing is missing."""
+def _load_weights(model: nn.Module, files: list[Path], tie_word_embeddings: bool) -> dict[str, Path]:
+    """Copy every tensor of `files` into its parameter (casting dtype), then check that nothing is missing.
+
+    Returns the keys read, with their files. A tied head (`tie_word_embeddings`) may be absent: the caller ties it.
+    """
     config = model.config
     params = dict(model.named_parameters())
     sources = {name: [[name]] for name in params}  # the alternative sets of file keys that fill a parameter
@@ -90,8 +121,8 @@ def _load_weights(model: nn.Module, files: list[Path], tie_word_embeddings: bool
             raise CheckpointError(f"{files[0].parent}: {name} is stored twice, as {present[0]} and {present[1]}")
         if present:
             missing += [key for key in present[0] if key not in loaded]
-        elif name == "lm_head.weight" and tie_word_embeddings:
-            params[name].copy_(params["backbone.embeddings.weight"])  # a tied head is stored once
+        elif name == HEAD and tie_word_embeddings:
+            pass  # a tied head may be stored once, as the embedding
         elif name == "backbone.out_norm.bias":
             params[name].zero_()  # the Hugging Face out_norm has no bias, whatever use_bias says
         else:
@@ -99,14 +130,21 @@ def _load_weights(model: nn.Module, files: list[Path], tie_word_embeddings: bool
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise CheckpointError(f"{files[0].parent}: missing key(s) {shown}")
+    return loaded
 
 
 def save_pretrained(model: nn.Module, path: str | PathLike, max_shard_size: int | str = "5GB") -> None:
+    """Write config.json and the weights into `path`: whatever happens meanwhile, the folder then loads the
+    old checkpoint exactly, the new one exactly, or fails with a CheckpointError (safetensors_io.save_checkpoint).
+
+    A head tied to the embedding is stored under both names (transformers does not tie xLSTM, so it needs
+    `lm_head.weight`), with `tie_word_embeddings: true`, which ties them again on loading.
+    """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {name: p.detach() for name, p in model.named_parameters()}
+    tensors = {name: p.detach() for name, p in model.named_parameters(remove_duplicate=False)}
+    tied = model.lm_head.weight is model.backbone.embeddings.weight
     if model.config.weight_mode == "single":
         tensors = to_single_layout(tensors, model.config)
-    save_tensors(tensors, folder, max_shard_size)
-    config = config_to_dict(model.config, model.lm_head.weight.dtype)
-    atomic_write(folder / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    config = config_to_dict(model.config, model.lm_head.weight.dtype, tie_word_embeddings=tied)
+    save_checkpoint(folder, tensors, config, max_shard_size)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 
 from ..config import OFFICIAL_RUNTIME_KEYS, xLSTMLargeConfig
 from .errors import CheckpointError
+from .safetensors_io import SAVE_ID_KEY
 
 ALIASES = {"hidden_size": "embedding_dim", "num_hidden_layers": "num_blocks"}  # HF name -> ours
 # Generic PreTrainedConfig fields, which say nothing about the architecture
@@ -29,6 +31,49 @@ LEGACY_KEYS = frozenset({
     "mlstm_round_up_to_multiple_of", "forward_backend_name", "step_backend_name",
 })
 ARCH_KEYS = frozenset(f.name for f in dataclasses.fields(xLSTMLargeConfig))
+ENGINE_KEYS = frozenset({SAVE_ID_KEY})  # written by save_pretrained (safetensors_io.save_checkpoint)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # JSON true is not 1 here
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# The JSON type of every config key that is read (architecture, execution, legacy and save keys), checked before
+# use: a string "false" must not count as true, and a bad value must be named with its key, not as a TypeError.
+_KINDS = {
+    "an int": (_is_int, (
+        "num_heads", "vocab_size", "ffn_round_up_to_multiple_of", "chunk_size", "max_inference_chunksize", "head_dim",
+        "mlstm_round_up_to_multiple_of")),
+    "a finite number": (_is_number, (
+        "norm_eps", "eps", "qk_dim_factor", "v_dim_factor", "ffn_proj_factor", "cell_norm_eps",
+        "igate_bias_init_range")),
+    "a finite number or null": (lambda v: v is None or _is_number(v), ("gate_soft_cap", "output_logit_soft_cap")),
+    "true or false": (lambda v: isinstance(v, bool), (
+        "use_bias", "norm_reduction_force_float32", "add_out_norm", "tie_word_embeddings", "return_last_states",
+        "use_cache", "add_embedding_dropout", "add_forward_backend_padding", "add_post_blocks_norm",
+        "add_post_norm", "add_qk_norm", "force_bos_token_insert")),
+    "a string": (lambda v: isinstance(v, str), (
+        "weight_mode", "chunkwise_kernel", "sequence_kernel", "step_kernel", "mode", "autocast_kernel_dtype",
+        "inference_state_dtype", "forward_backend_name", "step_backend_name", SAVE_ID_KEY)),
+    "an int or null": (lambda v: v is None or _is_int(v), (  # null sizes: the HF alias names the size
+        "embedding_dim", "hidden_size", "num_blocks", "num_hidden_layers", "bos_token_id", "pad_token_id")),
+    "an int, a list of ints or null": (
+        lambda v: v is None or _is_int(v) or (isinstance(v, list) and bool(v) and all(map(_is_int, v))),
+        ("eos_token_id",)),
+}
+KEY_KINDS = {key: (kind, check) for kind, (check, keys) in _KINDS.items() for key in keys}
+
+
+def check_value_types(d: dict[str, Any], source: str) -> None:
+    """Raise CheckpointError naming the key, its value and the expected type for the first mistyped key."""
+    for key, value in d.items():
+        if key in KEY_KINDS and not KEY_KINDS[key][1](value):
+            raise CheckpointError(f"{source}: {key} is {value!r} ({type(value).__name__}), "
+                                  f"expected {KEY_KINDS[key][0]}")
 
 
 def config_from_dict(d: dict[str, Any], source: str) -> xLSTMLargeConfig:
@@ -36,6 +81,7 @@ def config_from_dict(d: dict[str, Any], source: str) -> xLSTMLargeConfig:
     if d.get("model_type") != "xlstm":
         raise CheckpointError(f"{source}: model_type is {d.get('model_type')!r}, expected 'xlstm' "
                               "(an xLSTM Large / xLSTM-7B config)")
+    check_value_types(d, source)
     arch = {k: v for k, v in d.items() if k in ARCH_KEYS}
     for hf_name, name in ALIASES.items():
         values = {d[k] for k in (hf_name, name) if d.get(k) is not None}
@@ -45,7 +91,8 @@ def config_from_dict(d: dict[str, Any], source: str) -> xLSTMLargeConfig:
         if values:
             arch[name] = values.pop()
     _check_legacy(d, source)
-    unknown = sorted(set(d) - ARCH_KEYS - set(ALIASES) - OFFICIAL_RUNTIME_KEYS - HF_GENERIC_KEYS - LEGACY_KEYS)
+    unknown = sorted(set(d) - ARCH_KEYS - set(ALIASES) - OFFICIAL_RUNTIME_KEYS - HF_GENERIC_KEYS - LEGACY_KEYS
+                     - ENGINE_KEYS)
     if unknown:
         warnings.warn(f"{source}: ignoring unknown config key(s) {unknown}", stacklevel=3)
     try:
@@ -78,7 +125,8 @@ def read_config_json(path: Path) -> tuple[xLSTMLargeConfig, dict[str, Any]]:
     return config, d
 
 
-def config_to_dict(config: xLSTMLargeConfig, dtype: torch.dtype) -> dict[str, Any]:
+def config_to_dict(config: xLSTMLargeConfig, dtype: torch.dtype, tie_word_embeddings: bool = False
+                   ) -> dict[str, Any]:
     """The architecture as a HF xLSTMConfig dict; transformers fills its execution fields with its defaults."""
     d = config.to_dict()
     if isinstance(d["eos_token_id"], tuple):
@@ -86,5 +134,5 @@ def config_to_dict(config: xLSTMLargeConfig, dtype: torch.dtype) -> dict[str, An
     return {
         "architectures": ["xLSTMForCausalLM"], "model_type": "xlstm",
         "hidden_size": config.embedding_dim, "num_hidden_layers": config.num_blocks, **d,
-        "tie_word_embeddings": False, "dtype": str(dtype).removeprefix("torch."),
+        "tie_word_embeddings": tie_word_embeddings, "dtype": str(dtype).removeprefix("torch."),
     }
