@@ -167,7 +167,7 @@ def test_text_data(tmp_path):
     """Documents are packed with resets at their starts; no target crosses a document."""
     (tmp_path / "a.txt").write_text("hello world\n\nsecond doc")
     (tmp_path / "b.txt").write_text("third")
-    data = TextData(dict(train_files=str(tmp_path / "*.txt"), val_files=[str(tmp_path / "b.txt")],
+    data = TextData(dict(train_files=str(tmp_path / "*.txt"), val_files=[str(tmp_path / "a.txt")],
                          context_length=8, document_separator="\n\n"))
     assert data.vocab_size == 257
     stream = data.train

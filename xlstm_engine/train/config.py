@@ -9,11 +9,12 @@ OmegaConf-style `${...}` references, and `key.path=value` overrides. Strict: unk
 
 import copy
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.base import ConfigMixin, load_yaml, require
+from ..config.base import ConfigMixin, _check_type, _config_class, load_yaml, require
 
 ARCHITECTURES = ("neurips", "large")
 DISTRIBUTED = ("ddp", "fsdp")
@@ -43,7 +44,7 @@ class TrainingConfig(ConfigMixin):
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: only at the end
     out_dir: str = "runs/xlstm"
-    val_batches: int | None = None  # cap on validation batches per split; None: the whole split
+    val_batches: int | None = None  # cap on validation batches per split; None: the whole split; 0: no evaluation
     distributed: str = "ddp"  # under torchrun: "ddp" or "fsdp"
     activation_checkpointing: bool = False
     progress_bar: bool = True
@@ -61,6 +62,9 @@ class TrainingConfig(ConfigMixin):
             require(getattr(self, name) in PRECISIONS,
                     f"training.{name} must be one of {PRECISIONS}, got {getattr(self, name)!r}")
         require(self.grad_clip is None or self.grad_clip > 0, f"training.grad_clip must be > 0, got {self.grad_clip}")
+        require(self.val_batches is None or (type(self.val_batches) is int and self.val_batches >= 0),
+                f"training.val_batches must be None (the whole split), 0 (no evaluation) or a positive int, "
+                f"got {self.val_batches!r}")
         require(len(self.betas) == 2, f"training.betas must be two numbers, got {self.betas}")
 
 
@@ -85,24 +89,63 @@ class RunConfig(ConfigMixin):
 
 def load_config(source: str | Path | dict | None, overrides: list[str] = ()) -> RunConfig:
     """A RunConfig from a YAML file, YAML text or a dict, with `a.b.c=value` overrides applied before the
-    `${...}` references are resolved (so `training.num_steps=500` also moves `${.num_steps}`)."""
-    if isinstance(source, dict):
-        data = copy.deepcopy(source)
-    else:
-        data = load_yaml(Path(source).read_text() if _is_path(source) else source) or {}
+    `${...}` references are resolved (so `training.num_steps=500` also moves `${.num_steps}`).
+
+    A Path, or a string that names an existing file, is read as a file whatever its suffix. A string with a
+    newline, or one line with a `key: value` that does not end in .yaml/.yml, is YAML text. Any other string
+    (`RUN.YAML`, `configs/run`) is the path of a missing file: ValueError "no such config file".
+    """
+    data = copy.deepcopy(source) if isinstance(source, dict) else (load_yaml(_config_text(source)) or {})
     for override in overrides:
         apply_override(data, override)
+    # before the references: `training.num_steps=abc` must blame num_steps, not the keys that refer to it
+    _check_types(RunConfig, data, "RunConfig")
     return RunConfig.from_dict(resolve_references(data))
 
 
-def _is_path(source) -> bool:
-    if isinstance(source, Path):
-        return True
-    if "\n" in source or not source.endswith((".yaml", ".yml")):
+def _config_text(source: str | Path | None) -> str:
+    if source is None:
+        return ""
+    if isinstance(source, str):
+        one_line_yaml = (": " in source or source.lstrip().startswith("{")) \
+            and Path(source).suffix.lower() not in (".yaml", ".yml") and not _is_file(source)
+        if "\n" in source or one_line_yaml:
+            return source
+        source = Path(source)
+    if not _is_file(source):
+        raise ValueError(f"no such config file: {str(source)!r}")
+    return source.read_text()
+
+
+def _is_file(path: str | Path) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # YAML text can be too long for a file name
         return False
-    if not Path(source).exists():
-        raise FileNotFoundError(f"config file {source} does not exist")
-    return True
+
+
+def _check_types(cls, data, path: str) -> None:
+    """Check the types of the values given for the fields of a config class (recursively), skipping `${...}`
+    references and unknown keys (from_dict reports these later)."""
+    if not isinstance(data, dict):
+        return
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in hints:
+            continue
+        nested = _config_class(hints[key])
+        if nested is not None:
+            _check_types(nested, value, f"{path}.{key}")
+        elif not _has_reference(value):
+            _check_type(value, hints[key], f"{path}.{key}")
+
+
+def _has_reference(value) -> bool:
+    if isinstance(value, dict):
+        return any(map(_has_reference, value.values()))
+    if isinstance(value, list):
+        return any(map(_has_reference, value))
+    return isinstance(value, str) and "${" in value
 
 
 def apply_override(data: dict, override: str) -> None:

@@ -129,14 +129,14 @@ class TextData:
         self.seed = kwargs.get("seed", 42)
         self.encode, self.vocab_size, self.end = _tokenizer(kwargs.get("tokenizer", "bytes"))
         separator = kwargs.get("document_separator")
-        self.train = self._stream(_files(kwargs["train_files"], "train_files"), separator)
-        self.val = self._stream(_files(kwargs["val_files"], "val_files"), separator) if kwargs.get("val_files") \
-            else None
+        self.train = self._stream("train_files", kwargs["train_files"], separator)
+        self.val = self._stream("val_files", kwargs["val_files"], separator) if kwargs.get("val_files") else None
         self.eval_splits = ["validation"] if self.val is not None else []
-        require(len(self.train.tokens) > self.context, f"dataset: the train files hold {len(self.train.tokens)} "
-                f"tokens, fewer than context_length + 1 = {self.context + 1}")
 
-    def _stream(self, files: list[Path], separator: str | None) -> TokenStream:
+    def _stream(self, key: str, spec, separator: str | None) -> TokenStream:
+        """The documents of the files of dataset.kwargs[key]; at least one row's worth of tokens, checked here
+        (before the first step), not at the first evaluation."""
+        files = _files(spec, key)
         tokens, starts = [], []  # one tensor per document: a Python int per token would cost ~4x the memory
         for file in files:
             text = file.read_text(encoding="utf-8", errors="replace")
@@ -145,7 +145,12 @@ class TextData:
                 if ids:
                     tokens.append(torch.tensor(ids, dtype=torch.long))
                     starts.append(torch.arange(len(ids)) == 0)
-        require(tokens, f"dataset: the files {[str(f) for f in files]} hold no text")
+        count = sum(len(t) for t in tokens)
+        # a row is context_length inputs plus the target of the last one; the files are packed, so their sum counts
+        shown = ", ".join(map(str, files[:3])) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        require(count > self.context, f"dataset.kwargs.{key}: {shown} hold {count} tokens, fewer than the "
+                f"{self.context + 1} (context_length + 1) that one row needs; give more text or lower "
+                f"dataset.kwargs.context_length")
         return TokenStream(torch.cat(tokens), torch.cat(starts))
 
     def _rows(self, stream: TokenStream, offsets: torch.Tensor) -> Batch:

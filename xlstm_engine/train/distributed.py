@@ -75,6 +75,10 @@ class Distributed:
             dist.all_reduce(tensor)
         return tensor
 
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
     @contextmanager
     def no_sync(self, model: nn.Module, enabled: bool):
         """Skip the gradient reduction (for all but the last accumulation step)."""

@@ -4,10 +4,14 @@ Each step draws the global batch of that step (deterministic: any step's batch c
 over processes and accumulation steps, and normalizes the loss by the global number of targets, so that the
 losses and updates do not depend on how the batch is split. Checkpoints hold the model, the optimizer, the step
 and the RNG state, so a resumed run continues exactly as if it had never stopped.
+
+A run's folder (`training.out_dir`) holds checkpoint.pt, metrics.jsonl and metrics.png. A new run refuses a
+folder that already holds a run, unless told to overwrite it; `resume` continues it.
 """
 
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -27,6 +31,7 @@ from .models import build_model, forward_logits, param_groups
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+PLOT = "metrics.png"
 # fields that may change between a checkpoint and its resumption
 RESUMABLE = {"num_steps", "log_every", "checkpoint_every", "out_dir", "val_every_step", "val_batches", "device",
              "progress_bar"}
@@ -48,18 +53,30 @@ def lr_factor(step: int, config) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train(config: RunConfig, *, resume: bool = False,
+def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False,
           on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Train as `config` says. Returns the last evaluation's metrics per split (and the last train metrics).
+    """Train as `config` says. Returns the last train metrics ("train") and the last evaluation's metrics per
+    split (none when training.val_batches is 0).
 
-    resume: continue from `out_dir/checkpoint.pt` (its config must match, except the fields in RESUMABLE).
+    resume: continue from `out_dir/checkpoint.pt` (its config must match, except the fields in RESUMABLE). A run
+        whose checkpoint is already at training.num_steps is complete: this prints so and returns its last
+        recorded metrics, without training.
+    overwrite: a new run into an `out_dir` that holds a run (a checkpoint.pt, or a metrics.jsonl with at least
+        one line) is a TrainingError unless overwrite is set; then that run's checkpoint, metrics and plot are
+        removed before the first step.
     on_step: called after every optimizer step with (step, train metrics); may raise to stop the run.
     """
     tc = config.training
-    dist = Distributed.from_environment(tc.device)
     out = Path(tc.out_dir)
+    if resume and overwrite:
+        raise ValueError(f"resume and overwrite contradict each other: resume continues the run in {out}, "
+                         "overwrite replaces it; choose one")
+    dist = Distributed.from_environment(tc.device)
+    if not resume:
+        _start_fresh(out, overwrite, dist)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
     torch.manual_seed(tc.seed)
     data = build_data(config.dataset)
     model = build_model(config, data.vocab_size).to(dist.device, getattr(torch, tc.weight_precision))
@@ -69,6 +86,8 @@ def train(config: RunConfig, *, resume: bool = False,
     start = 0
     if resume:
         start = _load_checkpoint(out / CHECKPOINT, config, wrapped, optimizer, dist)
+        if start >= tc.num_steps:
+            return _complete_run(out, start, tc.num_steps, dist)
     logger = MetricsLog(out / METRICS, truncate_after=start, enabled=dist.is_main)
     progress = _progress(tc, start, enabled=dist.is_main)
     autocast = torch.autocast("cuda", dtype=getattr(torch, tc.amp_precision)) \
@@ -102,7 +121,7 @@ def train(config: RunConfig, *, resume: bool = False,
             on_step(step + 1, train_metrics)
     progress.close()
     if dist.is_main:
-        logger.plot(out / "metrics.png")
+        logger.plot(out / PLOT)
     dist.close()
     return {"train": train_metrics, **eval_metrics}
 
@@ -135,11 +154,11 @@ def _train_step(model, config, batch: Batch, accum: int, dist, autocast) -> dict
 
 @torch.no_grad()
 def evaluate(model, config, data, dist, autocast, step: int) -> dict[str, dict]:
-    """Loss and accuracy on every evaluation split."""
+    """Loss and accuracy on every evaluation split; none when training.val_batches is 0 (evaluation is off)."""
     was_training = model.training
     model.eval()
     results = {}
-    for split in data.eval_splits:
+    for split in data.eval_splits if config.training.val_batches != 0 else []:
         sums = torch.zeros(3, device=dist.device)
         for batch in data.eval_batches(split, config.training.batch_size, dist.rank, dist.world_size,
                                        limit=config.training.val_batches):
@@ -151,6 +170,56 @@ def evaluate(model, config, data, dist, autocast, step: int) -> dict[str, dict]:
                               targets=int(count))
     model.train(was_training)
     return results
+
+
+def _start_fresh(out: Path, overwrite: bool, dist) -> None:
+    """A new run into `out`: refuse a folder that holds a run (a checkpoint, or metrics with at least one line),
+    unless overwrite, which removes that run's files."""
+    held = [path.name for path in (out / CHECKPOINT, out / METRICS) if path.is_file() and path.stat().st_size > 0]
+    if held and not overwrite:
+        raise TrainingError(f"{out} already holds a run ({', '.join(held)}): continue it with --resume "
+                            "(train(resume=True)), replace it with --overwrite (train(overwrite=True)), or choose "
+                            "another training.out_dir")
+    dist.barrier()  # every process has looked before the main one removes or writes anything
+    if overwrite and dist.is_main:
+        for name in (CHECKPOINT, METRICS, PLOT):
+            (out / name).unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove the `.checkpoint.pt.tmp-PID` files (atomic_write's) of processes that no longer run: a SIGKILL
+    during a checkpoint write leaves one behind. A live process's file may be a checkpoint being written: kept."""
+    if os.name != "posix":  # os.kill(pid, 0) tests a process only on POSIX (on Windows it would stop it)
+        return
+    for tmp in out.glob(f".{CHECKPOINT}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process, or a number too large for a pid: keep the file
+        return True
+    return True
+
+
+def _complete_run(out: Path, step: int, num_steps: int, dist) -> dict:
+    """The result of resuming a run whose checkpoint is at or past num_steps: its last recorded metrics."""
+    last = {}
+    if (out / METRICS).exists():
+        for line in (out / METRICS).read_text().splitlines():
+            record = json.loads(line)
+            if record["step"] <= step:
+                last[record["split"]] = {k: v for k, v in record.items() if k != "time"}
+    if dist.is_main:
+        print(f"{out}: the run is complete at step {step} (training.num_steps={num_steps}), nothing to train; "
+              "raise training.num_steps to continue it")
+    dist.close()
+    return dict(sorted(last.items(), key=lambda item: item[0] != "train"))  # "train" first, as train() returns
 
 
 def _save_checkpoint(path: Path, config, model, optimizer, step: int, dist) -> None:
