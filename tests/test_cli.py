@@ -12,6 +12,23 @@ def test_demo(capsys):
     assert "bit-identical" in out and "demo OK" in out
 
 
+def test_demo_prefill_only(capsys):
+    main(["demo", "--prompt-len", "3", "--new-tokens", "0"])
+    out = capsys.readouterr().out
+    assert "no decode steps (--new-tokens 0)" in out and "demo OK" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--new-tokens", "-1"], "argument --new-tokens: must be >= 0, got -1"),
+    (["--prompt-len", "0"], "argument --prompt-len: must be >= 1, got 0"),
+    (["--prompt-len", "-5"], "argument --prompt-len: must be >= 1, got -5"),
+])
+def test_demo_rejects_bad_sizes(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("weight_mode", ["fused", "single"])
 def test_convert(tmp_path, weight_mode):
     source = xe.xLSTMLarge(xe.xLSTMLargeConfig(**xe.PRESETS["tiny"], weight_mode="single" if weight_mode == "fused"

@@ -3,15 +3,32 @@
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from . import xLSTMLarge, xLSTMLargeConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _int_at_least(low: int):
+    """An argparse type for the demo's sizes: an int >= low, or a usage error that names the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -33,6 +50,12 @@ def demo(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         logits, state = loaded(prompt)
         prefill_s = time.perf_counter() - start
+        if args.new_tokens == 0:  # prefill only: no steps to time and nothing to compare with a parallel forward
+            print(f"prefill {args.prompt_len} tokens x 2: {prefill_s * 1e3:.1f} ms; no decode steps (--new-tokens 0)")
+            if not same:
+                sys.exit("demo FAILED: the loaded weights differ from the saved ones")
+            print("demo OK")
+            return
         tokens, step_logits = [], [logits]
         start = time.perf_counter()
         for _ in range(args.new_tokens):
@@ -55,16 +78,30 @@ def demo(args: argparse.Namespace) -> None:
 
 
 def convert(args: argparse.Namespace) -> None:
-    """Read a checkpoint (HF or NX-AI layout) and write it in the HF layout, in the chosen weight layout/dtype."""
-    model = xLSTMLarge.from_pretrained(args.src, dtype=DTYPES.get(args.dtype))
-    if args.weight_mode:
-        model.config = dataclasses.replace(model.config, weight_mode=args.weight_mode)
-    model.save_pretrained(args.dst, max_shard_size=args.max_shard_size)
+    """Read a checkpoint (HF or NX-AI layout) and write it in the HF layout, in the chosen weight layout/dtype.
+
+    On failure, the folders this command created are removed; an existing DST keeps the old checkpoint or gets
+    the new one whole (save_pretrained)."""
+    dst = Path(args.dst).absolute()
+    created = next((p for p in [*reversed(dst.parents), dst] if not p.exists()), None)  # the topmost new folder
+    try:
+        model = xLSTMLarge.from_pretrained(args.src, dtype=DTYPES.get(args.dtype))
+        if args.weight_mode:
+            model.config = dataclasses.replace(model.config, weight_mode=args.weight_mode)
+        model.save_pretrained(args.dst, max_shard_size=args.max_shard_size)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     print(f"wrote {args.dst} ({model.config.weight_mode} layout, {model.lm_head.weight.dtype})")
 
 
 def train(args: argparse.Namespace) -> None:
-    """Train from a YAML config with key.path=value overrides; with no config, the parity experiment."""
+    """Train from a YAML config with key.path=value overrides; with no config, the parity experiment.
+
+    A new run into a training.out_dir that holds a run is an error: --resume continues it, --overwrite replaces
+    it. The parity experiment (no config) owns runs/parity and always starts over, unless --resume.
+    """
     from .train import load_config
     from .train import train as run
     from .train.experiment import parity_comparison
@@ -74,14 +111,16 @@ def train(args: argparse.Namespace) -> None:
     if len(configs) > 1:
         sys.exit(f"give at most one config file, got {configs}")
     if not configs:
-        parity_comparison(overrides)
+        parity_comparison(overrides, resume=args.resume)
         return
     config = load_config(configs[0], overrides)
-    results = run(config, resume=args.resume)
+    results = run(config, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     for split, metrics in results.items():
         print(f"{split}: loss {metrics['loss']:.4f} acc {metrics['acc']:.4f} (step {metrics['step']})")
+    if config.training.val_batches == 0:
+        print("no evaluation (training.val_batches=0)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,11 +128,14 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help=train.__doc__.split("\n")[0])
     p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key.path=value ...]")
-    p.add_argument("--resume", action="store_true", help="continue from training.out_dir/checkpoint.pt")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from training.out_dir/checkpoint.pt")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace the run already in training.out_dir (its checkpoint, metrics and plot)")
     p.set_defaults(run=train)
     p = commands.add_parser("demo", help=demo.__doc__.split("\n")[0])
-    p.add_argument("--prompt-len", type=int, default=300)
-    p.add_argument("--new-tokens", type=int, default=20)
+    p.add_argument("--prompt-len", type=_int_at_least(1), default=300)
+    p.add_argument("--new-tokens", type=_int_at_least(0), default=20, help="0: prefill only")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)
     p = commands.add_parser("convert", help=convert.__doc__.split("\n")[0])

@@ -77,34 +77,57 @@ def from_dict(cls, d: Any, path: str):
 
 def _config_class(hint) -> type | None:
     """The config dataclass inside a hint like `mLSTMBlockConfig | None`."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    return next((t for t in options if isinstance(t, type) and issubclass(t, ConfigMixin)), None)
+    return next((t for t in _options(hint) if isinstance(t, type) and issubclass(t, ConfigMixin)), None)
+
+
+def _options(hint) -> tuple:
+    """The alternatives of a union hint (`int | None` -> (int, NoneType)); any other hint alone."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _fits(value, hint) -> bool:
+    """Whether `value` has the type `hint` names: bool, int, float (an int too), str, Literal, list[X], tuple[X, ...],
+    dict, a config class, None, or a union of these. A bool is not an int here, and a string is never a bool."""
+    options = _options(hint)
+    if len(options) > 1:
+        return any(_fits(value, option) for option in options)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return value in args
+    if origin in (list, tuple):  # list[X] and tuple[X, ...]: every element an X
+        return isinstance(value, origin) and all(_fits(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        return isinstance(value, int | float if hint is float else int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    """`int or tuple[int, ...] or None`, `('all',) or list[int]`: the hint as an error message names it."""
+    return " or ".join(repr(typing.get_args(o)) if typing.get_origin(o) is Literal else "None" if o is type(None)
+                       else str(o) if typing.get_origin(o) else getattr(o, "__name__", str(o)) for o in _options(hint))
 
 
 def _check_type(value, hint, path: str):
-    """Check a scalar against its field's hint (bool, int, float, str, Literal, list, dict, and unions of these)."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    for option in options:
-        origin = typing.get_origin(option)
-        if option is type(None) and value is None:
-            return value
-        if origin is Literal and value in typing.get_args(option):
-            return value
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is str and isinstance(value, str):
-            return value
-        if (option is list or origin is list) and isinstance(value, list):
-            return value
-        if option is dict and isinstance(value, dict):
-            return value
-    expected = " or ".join(repr(typing.get_args(o)) if typing.get_origin(o) is Literal else getattr(o, "__name__",
-                                                                                                    str(o))
-                           for o in options)
-    raise ValueError(f"{path}: got {value!r}, expected {expected}")
+    """Check a scalar against its field's hint; an int for a float field becomes a float."""
+    if not _fits(value, hint):
+        raise ValueError(f"{path}: got {value!r}, expected {_describe(hint)}")
+    if float in _options(hint) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def check_field_types(config) -> None:
+    """Raise ValueError unless every public field of the dataclass `config` holds a value of its annotated type.
+
+    Called on construction, so a config built directly (not through from_dict) is checked too: a YAML or JSON
+    string such as "false" would otherwise count as true in a bool field.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        if not f.name.startswith("_") and not _fits(getattr(config, f.name), hints[f.name]):
+            raise ValueError(f"{type(config).__name__}.{f.name}: got {getattr(config, f.name)!r}, "
+                             f"expected {_describe(hints[f.name])}")

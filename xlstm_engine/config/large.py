@@ -4,8 +4,11 @@ Execution choices (kernel, chunk size, state dtype, memory bounds) live in `mode
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
+
+from .base import check_field_types
 
 WEIGHT_MODES = ("single", "fused")
 
@@ -52,24 +55,30 @@ class xLSTMLargeConfig:
     pad_token_id: int | None = 1
 
     def __post_init__(self):
+        if isinstance(self.eos_token_id, list):  # as JSON gives it
+            object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+        check_field_types(self)
         for name in ("embedding_dim", "num_heads", "num_blocks", "vocab_size", "ffn_round_up_to_multiple_of"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"xLSTMLargeConfig.{name} must be a positive int, got {value!r}")
+            if getattr(self, name) < 1:
+                raise ValueError(f"xLSTMLargeConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         for name in ("qk_dim_factor", "v_dim_factor", "ffn_proj_factor", "norm_eps", "eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"xLSTMLargeConfig.{name} must be > 0, got {getattr(self, name)!r}")
+            if not 0 < getattr(self, name) < math.inf:  # also rejects nan; inf would overflow int() in the dims
+                raise ValueError(f"xLSTMLargeConfig.{name} must be a finite number > 0, got {getattr(self, name)!r}")
         for name in ("gate_soft_cap", "output_logit_soft_cap"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"xLSTMLargeConfig.{name} must be > 0 or None, got {getattr(self, name)!r}")
+            if getattr(self, name) is not None and not 0 < getattr(self, name) < math.inf:  # cap * tanh(x / cap)
+                raise ValueError(f"xLSTMLargeConfig.{name} must be > 0 or None, got {getattr(self, name)!r} "
+                                 "(a cap must also be finite)")
         if self.weight_mode not in WEIGHT_MODES:
             raise ValueError(f"xLSTMLargeConfig.weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
         for name, dim in (("qk_dim", self.qk_dim), ("v_dim", self.v_dim)):
             if dim < self.num_heads or dim % self.num_heads:
                 raise ValueError(f"{name} = int(embedding_dim * {name}_factor) = {dim} must be a positive multiple "
                                  f"of num_heads = {self.num_heads}")
-        if isinstance(self.eos_token_id, list):
-            object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+        if self.ffn_dim < 1:  # the official rounding gives 0 whenever embedding_dim * ffn_proj_factor < 1
+            raise ValueError(f"xLSTMLargeConfig: ffn_dim = round_up_to_multiple(embedding_dim * ffn_proj_factor, "
+                             f"ffn_round_up_to_multiple_of) = round_up_to_multiple({self.embedding_dim} * "
+                             f"{self.ffn_proj_factor}, {self.ffn_round_up_to_multiple_of}) = {self.ffn_dim}; it must "
+                             "be >= 1, so embedding_dim * ffn_proj_factor must be >= 1")
 
     @property
     def qk_dim(self) -> int:

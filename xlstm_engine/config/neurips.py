@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .base import ConfigMixin, require
+from .base import ConfigMixin, check_field_types, require
 
 ACTIVATIONS = ("gelu", "relu", "relu^2", "sigmoid", "swish", "selu")
 SLSTM_BACKENDS = ("cuda", "vanilla")  # both run this library's fastest sLSTM: no compile step
@@ -28,10 +28,18 @@ class UpProjConfigMixin:
     _proj_up_dim: int = None
 
     def _set_proj_up_dim(self, embedding_dim: int) -> None:
+        """proj_factor * embedding_dim rounded up (or down) to a multiple of round_proj_up_to_multiple_of; once
+        embedding_dim is set (> 0), a result below 1 is an error rather than a layer of width 0."""
+        multiple = self.round_proj_up_to_multiple_of
+        require(multiple >= 1, f"{type(self).__name__}.round_proj_up_to_multiple_of must be >= 1, got {multiple}")
         if self.proj_factor is not None and embedding_dim is not None:
-            multiples = self.proj_factor * embedding_dim / self.round_proj_up_to_multiple_of
+            multiples = self.proj_factor * embedding_dim / multiple
             multiples = math.ceil(multiples) if self.round_proj_up_dim_up else math.floor(multiples)
-            self._proj_up_dim = int(multiples * self.round_proj_up_to_multiple_of)
+            self._proj_up_dim = int(multiples * multiple)
+            require(embedding_dim < 1 or self._proj_up_dim >= 1,
+                    f"{type(self).__name__}: the up-projection dim, proj_factor={self.proj_factor} * embedding_dim="
+                    f"{embedding_dim} rounded {'up' if self.round_proj_up_dim_up else 'down'} to a multiple of "
+                    f"round_proj_up_to_multiple_of={multiple}, is {self._proj_up_dim}; it must be >= 1")
 
 
 @dataclass
@@ -48,11 +56,11 @@ class mLSTMLayerConfig(UpProjConfigMixin, ConfigMixin):
     _inner_embedding_dim: int = None
 
     def __post_init__(self):
+        check_field_types(self)
         self._set_proj_up_dim(self.embedding_dim)
         self._inner_embedding_dim = self._proj_up_dim
         if self.embedding_dim > 0:
             inner = self._inner_embedding_dim
-            require(inner > 0, f"mLSTM inner dim (proj_factor * embedding_dim, rounded) is {inner}; must be > 0")
             require(self.num_heads >= 1 and inner % self.num_heads == 0,
                      f"mLSTM num_heads={self.num_heads} must divide the inner dim {inner}")
             require(self.qkv_proj_blocksize >= 1 and inner % self.qkv_proj_blocksize == 0,
@@ -71,6 +79,7 @@ class mLSTMBlockConfig(ConfigMixin):
     _block_idx: int = None
 
     def __post_init__(self):
+        check_field_types(self)
         self.mlstm._num_blocks = self._num_blocks
         self.mlstm.__post_init__()
 
@@ -114,6 +123,7 @@ class sLSTMLayerConfig(ConfigMixin):
     dropout: float = 0.0
 
     def __post_init__(self):
+        check_field_types(self)
         self.hidden_size = self.embedding_dim
         if self.num_heads <= 0:
             self.num_heads = 1
@@ -154,7 +164,9 @@ class FeedForwardConfig(UpProjConfigMixin, ConfigMixin):
     _num_blocks: int = 1
 
     def __post_init__(self):
+        check_field_types(self)
         self._set_proj_up_dim(self.embedding_dim)
+        require(0 <= self.dropout <= 1, f"FeedForwardConfig.dropout must be in [0, 1], got {self.dropout}")
         require(self.act_fn in ACTIVATIONS, f"unknown activation act_fn={self.act_fn!r}; expected one of "
                  f"{ACTIVATIONS}")
         require(self.ff_type == "ffn_gated", f"unknown ff_type {self.ff_type!r}; expected 'ffn_gated'")
@@ -168,6 +180,7 @@ class sLSTMBlockConfig(ConfigMixin):
     _block_idx: int = None
 
     def __post_init__(self):
+        check_field_types(self)
         self.slstm._block_idx = self._block_idx
         self.slstm._num_blocks = self._num_blocks
         self.slstm.__post_init__()
@@ -200,8 +213,10 @@ class xLSTMBlockStackConfig(ConfigMixin):
         require(isinstance(self.slstm_at, list | tuple), f"slstm_at must be a list of block indices or 'all', "
                  f"got {self.slstm_at!r}")
         self.slstm_at = list(self.slstm_at)
+        check_field_types(self)
+        require(0 <= self.dropout <= 1, f"dropout must be in [0, 1], got {self.dropout}")
         for idx in self.slstm_at:
-            require(isinstance(idx, int) and 0 <= idx < self.num_blocks,
+            require(0 <= idx < self.num_blocks,
                      f"slstm_at entry {idx!r} is out of range for num_blocks={self.num_blocks} "
                      f"(0..{self.num_blocks - 1})")
         require(len(set(self.slstm_at)) == len(self.slstm_at), f"slstm_at has duplicates: {self.slstm_at}")

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import xLSTMLargeConfig
 from ..ops.mlstm import check_resets, check_state, mlstm, mLSTMState
-from .checks import check_token_ids
+from .checks import check_state_type, check_token_ids
 from .components import FeedForward, MultiHeadLayerNorm, RMSNorm, soft_cap
 from .runtime import RuntimeOptions
 from .state import xLSTMLargeState
@@ -112,9 +112,9 @@ class xLSTMLarge(nn.Module):
         """
         B, S = check_token_ids(input_ids, self.config.vocab_size)
         if state is not None:
-            self.check_state(state, B)
+            self.check_state(state, B, input_ids.device)
         check_resets(resets, B, S, input_ids.device)
-        if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+        if not isinstance(logits_to_keep, int) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
             raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}")
         keep_from = max(S - logits_to_keep, 0) if logits_to_keep else 0
         # without autograd, long inputs go through all blocks one segment at a time: same result, bounded memory
@@ -142,13 +142,15 @@ class xLSTMLarge(nn.Module):
         return tuple(mLSTMState.zeros(batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim,
                                       dtype=self.runtime.state_dtype, device=device) for _ in range(c.num_blocks))
 
-    def check_state(self, state: xLSTMLargeState, batch_size: int) -> None:
-        """Raise ValueError unless `state` is one mLSTMState per block for `batch_size` sequences."""
+    def check_state(self, state: xLSTMLargeState, batch_size: int, device: torch.device | None = None) -> None:
+        """Raise ValueError (TypeError for a wrong type or dtype) unless `state` is one mLSTMState per block of
+        floating-point tensors for `batch_size` sequences, on `device` when given."""
         c = self.config
         if not isinstance(state, tuple | list) or len(state) != c.num_blocks:
             got = len(state) if isinstance(state, tuple | list) else type(state).__name__
             raise ValueError(f"state must hold one mLSTMState per block ({c.num_blocks}), got {got}")
         for idx, block_state in enumerate(state):
+            check_state_type(block_state, mLSTMState, f"state[{idx}]", device)
             check_state(block_state, batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim, where=f"state[{idx}]")
 
     @torch.no_grad()

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from ...config.neurips import xLSTMBlockStackConfig, xLSTMLMModelConfig
-from ...ops.mlstm import check_resets
+from ...ops.mlstm import check_resets, mLSTMState
 from ...ops.mlstm import check_state as check_mlstm_state
 from ...ops.slstm import check_state as check_slstm_state
-from ..checks import check_token_ids
+from ...ops.slstm import sLSTMState
+from ..checks import check_hidden, check_state_type, check_token_ids
 from ..runtime import RuntimeOptions
 from ..state import mLSTMLayerState, sLSTMLayerState, xLSTMStackState
 from .blocks import xLSTMBlock
@@ -44,13 +45,10 @@ class xLSTMBlockStack(nn.Module):
         resets [B, S] (bool, optional): documents start at these tokens; every layer's state (conv history
         included) is emptied there, so packed documents run exactly as if alone.
         """
-        if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.config.embedding_dim \
-                or x.shape[1] == 0 or not x.is_floating_point():
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be a float tensor [B, S, {self.config.embedding_dim}] with S >= 1, got {got}")
+        B, S = check_hidden(x, self.config.embedding_dim)
         if state is not None:
-            self.check_state(state, x.shape[0])
-        check_resets(resets, *x.shape[:2], x.device)
+            self.check_state(state, B, x.device)
+        check_resets(resets, B, S, x.device)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
             x, block_state = block(x, block_state, self.runtime, resets)
@@ -59,22 +57,22 @@ class xLSTMBlockStack(nn.Module):
 
     def step(self, x: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
         """One token: x [B, 1, E] -> y [B, 1, E], new state."""
-        if x.ndim != 3 or x.shape[1] != 1:
+        if isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[1] != 1:  # forward_with_state checks the rest
             raise ValueError(f"step takes one token x [B, 1, E], got shape {tuple(x.shape)}")
         return self.forward_with_state(x, state)
 
-    def check_state(self, state: xLSTMStackState, batch_size: int) -> None:
-        """Raise ValueError unless `state` fits this stack and batch size."""
+    def check_state(self, state: xLSTMStackState, batch_size: int, device: torch.device | None = None) -> None:
+        """Raise ValueError (TypeError for a wrong type or dtype) unless `state` fits this stack and batch size:
+        one mLSTMLayerState / sLSTMLayerState per block, of floating-point tensors on `device` when given."""
         if not isinstance(state, tuple | list) or len(state) != len(self.blocks):
             got = len(state) if isinstance(state, tuple | list) else type(state).__name__
             raise ValueError(f"state must hold one layer state per block ({len(self.blocks)}), got {got}")
         for idx, (block, block_state) in enumerate(zip(self.blocks, state, strict=True)):
             layer, where = block.xlstm, f"state[{idx}]"
             is_slstm = isinstance(layer, sLSTMLayer)
-            if not isinstance(block_state, tuple) or len(block_state) != 2:
-                expected = (sLSTMLayerState if is_slstm else mLSTMLayerState).__name__
-                raise ValueError(f"{where} must be an {expected} (conv, cell), got {type(block_state).__name__}")
+            check_state_type(block_state, sLSTMLayerState if is_slstm else mLSTMLayerState, where, device)
             conv, cell = block_state
+            check_state_type(cell, sLSTMState if is_slstm else mLSTMState, f"{where}.cell", device)
             c = layer.config
             if is_slstm:
                 dim = c.embedding_dim
@@ -121,14 +119,14 @@ class xLSTMLMModel(nn.Module):
     def forward_with_state(self, idx: torch.Tensor, state: xLSTMStackState | None = None,
                            resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
         """idx [B, S] from `state` -> logits [B, S, vocab_size], new state."""
-        check_token_ids(idx, self.config.vocab_size)
+        check_token_ids(idx, self.config.vocab_size, "idx")
         x, state = self.xlstm_block_stack.forward_with_state(self.emb_dropout(self.token_embedding(idx)), state,
                                                              resets)
         return self.lm_head(x), state
 
     def step(self, idx: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
         """One token idx [B, 1] -> logits [B, 1, vocab_size], new state."""
-        if idx.ndim != 2 or idx.shape[1] != 1:
+        if isinstance(idx, torch.Tensor) and idx.ndim == 2 and idx.shape[1] != 1:  # forward_with_state checks the rest
             raise ValueError(f"step takes one token per sequence, idx [B, 1], got shape {tuple(idx.shape)}")
         return self.forward_with_state(idx, state)
 
