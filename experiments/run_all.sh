@@ -6,9 +6,9 @@ set -u
 limit=${1:-540}; shift || true
 names=${*:-parity_xlstm01 parity_xlstm10 parity_xlstm11 mqar_xlstm10 mqar_xlstm01}
 for name in $names; do
-  resume=""; [ -f "runs/$name/checkpoint.pt" ] && resume="--resume"
+  mode="--overwrite"; [ -f "runs/$name/checkpoint.pt" ] && mode="--resume"  # continue a run, else start over
   timeout "$limit" python3 -m xlstm_engine.cli train "experiments/$name.yaml" "training.out_dir=runs/$name" \
-    training.progress_bar=false training.checkpoint_every=500 dataset.kwargs.count.validation=2048 $resume \
+    training.progress_bar=false training.checkpoint_every=500 dataset.kwargs.count.validation=2048 $mode \
     > "runs/$name.log" 2>&1 &
 done
 wait

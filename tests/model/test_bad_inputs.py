@@ -179,3 +179,15 @@ def test_neurips_config_rejects(build, message):
 def test_neurips_up_projection_of_zero_width(changes, message):
     with pytest.raises(ValueError, match=message):
         xe.xLSTMBlockStackConfig.from_dict(stack(**changes))
+
+
+def test_from_yaml_reads_a_file_whatever_its_suffix(tmp_path):
+    """A path to an existing file is read as a file (it used to be parsed as YAML text unless it ended in a
+    lowercase .yaml/.yml); a path that does not exist is named as missing."""
+    text = "num_blocks: 2\nembedding_dim: 32\nmlstm_block:\n  mlstm:\n    num_heads: 2\n"
+    for name in ("STACK.YAML", "stack.txt", "stack"):
+        (tmp_path / name).write_text(text)
+        assert xe.xLSTMBlockStackConfig.from_yaml(str(tmp_path / name)).num_blocks == 2
+    with pytest.raises(ValueError, match="no such config file"):
+        xe.xLSTMBlockStackConfig.from_yaml(str(tmp_path / "missing.yml"))
+    assert xe.xLSTMBlockStackConfig.from_yaml(text).embedding_dim == 32

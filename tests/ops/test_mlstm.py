@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xlstm_engine.ops.mlstm import mlstm, mlstm_step, mLSTMState
-from xlstm_engine.testing import assert_close, error_ratio
+from xlstm_engine.testing import adaptive_ratio, assert_close
 
 GRAD_NAMES = ("q", "k", "v", "i", "f", "C0", "n0", "m0")
 
@@ -122,8 +122,10 @@ def test_extreme_gates(i_shift, f_shift, input_gate):
     """Gate pre-activations around +-30 stay finite and match the reference.
 
     In float32 some of these cases are ill-conditioned (with i ~ +30 the eps term and |q.n| ~ 0 decide h,
-    and the true dq nearly cancels), so float32 is held to 1e-5 or to the error of the float32 time loop
-    on the same inputs, whichever is larger: the fast path must be no less accurate than the plain loop.
+    and the true dq nearly cancels), so float32 is held to 1e-5 or to twice the error of the float32 time loop
+    on the same inputs, whichever is larger: the fast path must be no less accurate than the plain loop; but never
+    to more than ADAPTIVE_CEILINGS[float32] (the loop's dq at i = +30, f = -30 is off by 5e-2, the chunkwise
+    form's by 8e-5).
     """
     shifts = dict(i_shift=i_shift, f_shift=f_shift)
     ref = reference(100, input_gate, **shifts)
@@ -134,7 +136,7 @@ def test_extreme_gates(i_shift, f_shift, input_gate):
     loop32 = run(x32, "naive_recurrent", input_gate=input_gate)
     out32 = run(x32, "chunkwise", chunk_size=16, input_gate=input_gate)
     for name in ref:
-        assert_close(name, ref[name], out32[name], ratio=max(1e-5, 2 * error_ratio(ref[name], loop32[name])))
+        assert_close(name, ref[name], out32[name], ratio=adaptive_ratio(ref[name], loop32[name]))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -226,6 +228,8 @@ def _bad(**changes):
     (dict(chunk_size=0), "chunk_size"),
     (dict(initial_state=mLSTMState.zeros(3, 3, 8, 12)), r"initial_state.C must have shape \(2, 3, 8, 12\)"),
     (dict(initial_state=(torch.zeros(2, 3, 8, 12),)), "must be an mLSTMState"),
+    (dict(initial_state=mLSTMState(torch.zeros(2, 3, 8, 12, dtype=torch.long), torch.zeros(2, 3, 8),
+                                   torch.zeros(2, 3))), "initial_state.C must be a floating-point tensor"),
     (dict(backend="step"), "handles one token"),
     (dict(resets=torch.zeros(2, 5)), "resets must be a bool tensor"),
     (dict(resets=torch.zeros(2, 4, dtype=torch.bool)), r"resets must have shape \(2, 5\)"),

@@ -3,7 +3,9 @@ nothing in another document of a packed row, and nothing in another row, in ever
 
 Each test runs the op twice, on clean inputs and with one input poisoned, and requires the outputs that must not
 see the poison to be bit-identical (every backend selects masked entries away, so the clean values are computed
-by the same operations in both runs). The Triton kernels run in the interpreter here and compiled on a GPU.
+by the same operations in both runs). The Triton kernels run in the interpreter here and compiled on a GPU; there,
+a chunk whose v holds a NaN or inf is computed in a branch of its own, whose rounding may differ: its rows before
+the poison must be finite and agree to the float32 bound instead.
 """
 
 import importlib.util
@@ -37,13 +39,23 @@ def packed_resets(S: int, device: str = "cpu") -> torch.Tensor:
     return resets
 
 
-def assert_unaffected(clean: torch.Tensor, poisoned: torch.Tensor, S: int, packed: bool) -> None:
-    """clean, poisoned [B, S, ...]: row 1, row 0 before P and, when packed, row 0's later documents are equal."""
+def assert_unaffected(clean: torch.Tensor, poisoned: torch.Tensor, packed: bool, exact: bool = True) -> None:
+    """clean, poisoned [B, S, ...]: row 1, row 0 before P and, when packed, row 0's later documents are equal (bit for
+    bit; to rounding and finite before P where not `exact`)."""
     assert torch.equal(poisoned[1], clean[1]), "the poison reached another row"
-    assert torch.equal(poisoned[0, :P], clean[0, :P]), \
-        f"the poison reached earlier positions {(poisoned[0, :P] != clean[0, :P]).flatten(1).any(1).nonzero().tolist()}"
+    earlier = (~torch.isfinite(poisoned[0, :P])).flatten(1).any(1).nonzero().flatten().tolist()
+    assert not earlier, f"the poison reached earlier positions {earlier}"
+    if exact:
+        assert torch.equal(poisoned[0, :P], clean[0, :P]), "earlier positions changed"
+    else:
+        assert_close("earlier positions", clean[0, :P], poisoned[0, :P])
     if packed:
         assert torch.equal(poisoned[0, 50:], clean[0, 50:]), "the poison reached a later document"
+
+
+def exact_on(backend: str) -> bool:
+    """Whether earlier positions must be bit-identical: everywhere but in the compiled Triton kernels."""
+    return not (backend == "triton" and DEVICE == "cuda")
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["one-document", "packed"])
@@ -59,7 +71,7 @@ def test_mlstm_nonfinite_stays_in_place(backend, name, value, packed):
     h_clean, state_clean = mlstm(**inputs, **kwargs)
     inputs[name][0, P] = value
     h, state = mlstm(**inputs, **kwargs)
-    assert_unaffected(h_clean, h, S, packed)
+    assert_unaffected(h_clean, h, packed, exact_on(backend))
     if value != value:  # a NaN at P reaches the output at P: the poison did go in
         assert not torch.isfinite(h[0, P]).all()
     if packed:  # the final memory is the last document's
@@ -76,7 +88,7 @@ def test_mlstm_short_prompt_nonfinite_stays_in_place(name):
     h_clean, _ = mlstm(**inputs, backend="triton")
     inputs[name][0, P] = float("nan")
     h, _ = mlstm(**inputs, backend="triton")
-    assert_unaffected(h_clean, h, S, packed=False)
+    assert_unaffected(h_clean, h, packed=False, exact=exact_on("triton"))
     assert not torch.isfinite(h[0, P]).all()
 
 
@@ -121,7 +133,7 @@ def test_slstm_nonfinite_stays_in_place(backend, function, value, packed):
     x[0, P, 1, 0, 2] = value  # one forget-gate pre-activation of one head
     x[0, P, 2, 1, 5] = value  # one cell input of the other head
     h, state = slstm(x, R, output_final_state=True, function=function, backend=backend, resets=resets)
-    assert_unaffected(h_clean, h, S, packed)
+    assert_unaffected(h_clean, h, packed)
     if value != value:
         assert not torch.isfinite(h[0, P]).all()
     if packed:

@@ -18,16 +18,35 @@ class ConfigMixin:
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path):
-        """Build from YAML text or a YAML file (needs PyYAML)."""
-        is_path = isinstance(text_or_path, Path) or (
-            "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml")))
-        text = Path(text_or_path).read_text() if is_path else text_or_path
-        data = load_yaml(text)
+        """Build from YAML text or a YAML file (needs PyYAML); `yaml_text` tells which."""
+        data = load_yaml(yaml_text(text_or_path))
         return cls.from_dict({} if data is None else data)
 
     def to_dict(self) -> dict[str, Any]:
         """The public fields (no derived `_` fields), nested, as from_dict takes them."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if not f.name.startswith("_")}
+
+
+def yaml_text(source: str | Path) -> str:
+    """The YAML text of `source`. A Path, or a string naming an existing file, is read, whatever its suffix; a
+    string with a newline, an empty one, or one line of `key: value` (or `{...}`) that names no .yaml/.yml file,
+    is YAML text; any other string is the path of a missing file: ValueError "no such config file"."""
+    if isinstance(source, str):
+        one_line_yaml = (": " in source or source.lstrip().startswith("{")) \
+            and Path(source).suffix.lower() not in (".yaml", ".yml") and not _is_file(source)
+        if "\n" in source or not source.strip() or one_line_yaml:
+            return source
+        source = Path(source)
+    if not _is_file(source):
+        raise ValueError(f"no such config file: {str(source)!r}")
+    return source.read_text()
+
+
+def _is_file(path: str | Path) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # YAML text can be too long for a file name
+        return False
 
 
 def load_yaml(text: str):

@@ -191,7 +191,9 @@ class xLSTMLarge(nn.Module):
         return load_pretrained(cls, path, dtype=dtype, device=device, **runtime_options)
 
     def save_pretrained(self, path: str | PathLike, max_shard_size: int | str = "5GB") -> None:
-        """Write config.json and safetensors weights in the Hugging Face layout (config.weight_mode), atomically."""
+        """Write config.json and safetensors weights in the Hugging Face layout (config.weight_mode). If the save
+        fails or is killed, the folder loads the old checkpoint exactly, the new one exactly, or raises a
+        CheckpointError that calls it inconsistent (README, "Drop-in checkpoints")."""
         from ..checkpoint import save_pretrained
 
         save_pretrained(self, path, max_shard_size=max_shard_size)

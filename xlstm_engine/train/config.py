@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.base import ConfigMixin, _check_type, _config_class, load_yaml, require
+from ..config.base import ConfigMixin, _check_type, _config_class, load_yaml, require, yaml_text
 
 ARCHITECTURES = ("neurips", "large")
 DISTRIBUTED = ("ddp", "fsdp")
@@ -95,7 +95,10 @@ def load_config(source: str | Path | dict | None, overrides: list[str] = ()) -> 
     newline, or one line with a `key: value` that does not end in .yaml/.yml, is YAML text. Any other string
     (`RUN.YAML`, `configs/run`) is the path of a missing file: ValueError "no such config file".
     """
-    data = copy.deepcopy(source) if isinstance(source, dict) else (load_yaml(_config_text(source)) or {})
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        data = (load_yaml(yaml_text(source)) if source is not None else None) or {}
     for override in overrides:
         apply_override(data, override)
     # before the references: `training.num_steps=abc` must blame num_steps, not the keys that refer to it
@@ -103,25 +106,6 @@ def load_config(source: str | Path | dict | None, overrides: list[str] = ()) -> 
     return RunConfig.from_dict(resolve_references(data))
 
 
-def _config_text(source: str | Path | None) -> str:
-    if source is None:
-        return ""
-    if isinstance(source, str):
-        one_line_yaml = (": " in source or source.lstrip().startswith("{")) \
-            and Path(source).suffix.lower() not in (".yaml", ".yml") and not _is_file(source)
-        if "\n" in source or one_line_yaml:
-            return source
-        source = Path(source)
-    if not _is_file(source):
-        raise ValueError(f"no such config file: {str(source)!r}")
-    return source.read_text()
-
-
-def _is_file(path: str | Path) -> bool:
-    try:
-        return Path(path).is_file()
-    except (OSError, ValueError):  # YAML text can be too long for a file name
-        return False
 
 
 def _check_types(cls, data, path: str) -> None:

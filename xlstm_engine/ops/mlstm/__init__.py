@@ -171,3 +171,5 @@ def check_state(state: mLSTMState, B: int, H: int, DK: int, DV: int, where: str 
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != expected[name]:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{where}.{name} must have shape {expected[name]} (B, H, ...), got {got}")
+        if not x.is_floating_point():
+            raise TypeError(f"{where}.{name} must be a floating-point tensor (float32 or wider), got dtype {x.dtype}")

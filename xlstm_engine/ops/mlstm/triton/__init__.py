@@ -14,7 +14,7 @@ import triton
 
 from ..state import mLSTMState
 from .backward import _chunk_grads_qk, _chunk_grads_v, _chunk_states_backward, _output_dot
-from .forward import _chunk_outputs, _chunk_states
+from .forward import _chunk_outputs, _chunk_states, _nonfinite_chunks
 from .gates import log_gate_grads, prepare_gates, stabilizer_grads
 
 PRECISIONS = {torch.float32: "ieee", torch.float64: "ieee", torch.bfloat16: "tf32", torch.float16: "tf32"}
@@ -91,9 +91,12 @@ def _forward(q, k, v, i, f, initial, resets, input_gate: str, eps: float, L: int
     C_in, n_in, m_in, final = _chunk_memories(k, v, gates, initial, input_gate, resets, common, B, S, H, NC)
     h = torch.empty(B, S, H, DV, device=q.device, dtype=q.dtype)
     m_row, sum_row = torch.empty(2, B * H, NC * L, device=q.device, dtype=torch.float32)
+    nonfinite = torch.empty(B * H, NC, device=q.device, dtype=torch.int32)
+    _nonfinite_chunks[(NC, B * H)](v, nonfinite, S, H, NC, *v.stride()[:3], DV=DV, L=L,
+                                   BV=min(128, triton.next_power_of_2(DV)))
     _chunk_outputs[(NC, B * H)](
         q, k, v, gates["b_decay"], gates["b_inflow"], gates["log_i"], gates["segment"], gates["restart"],
-        C_in, n_in, m_in, h, m_row, sum_row,
+        C_in, n_in, m_in, nonfinite, h, m_row, sum_row,
         S, H, NC, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *h.stride()[:3], DK**-0.5, eps,
         HAS_RESETS=resets is not None, STABILIZE=input_gate == "exp", **common, **_tiles("outputs", DK, DV),
     )

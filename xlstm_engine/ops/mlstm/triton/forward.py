@@ -93,7 +93,7 @@ def _chunk_states(
 
 @triton.jit
 def _chunk_outputs(
-    Q, K, V, B_DECAY, B_INFLOW, LOG_I, SEGMENT, RESTART, C_IN, N_IN, M_IN, H_OUT, M_ROW, SUM_ROW,
+    Q, K, V, B_DECAY, B_INFLOW, LOG_I, SEGMENT, RESTART, C_IN, N_IN, M_IN, NONFINITE, H_OUT, M_ROW, SUM_ROW,
     S, H, NC, stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
     stride_hb, stride_hs, stride_hh, scale, eps,
     DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -103,12 +103,12 @@ def _chunk_outputs(
     B_DECAY [BH, NC*L]: in-chunk cumsum of the log forget gates (for the decay between two tokens of one
     document); B_INFLOW: the same with -inf from a reset on (the log weight of the entering memory); LOG_I: log
     input gates (-inf on padding); SEGMENT: document index of each token; RESTART: log weight of the empty memory
-    a reset put in place (-inf without one). Writes h, and for the backward the row stabilizer and the signed
-    normalizer sum q . n of every row (padding rows included).
+    a reset put in place (-inf without one); NONFINITE [BH, NC]: whether the chunk's v holds a NaN or inf. Writes
+    h, and for the backward the row stabilizer and the signed normalizer sum q . n of every row (padding rows
+    included).
 
     Entries that the math leaves out are selected away, never multiplied by a zero weight, so that a NaN or inf
-    reaches no earlier row and no other document: a non-finite v is zeroed for the dot and put back as NaN in
-    the rows that see it."""
+    reaches no earlier row and no other document. A chunk whose v holds one takes a slower branch (`_attend`)."""
     c, pid_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)  # 64-bit offsets (t * stride)
     b, h = pid_bh // H, pid_bh % H
     rows = tl.arange(0, L)  # position in the chunk
@@ -141,8 +141,8 @@ def _chunk_outputs(
     else:
         segment = rows
     log_w_in = tl.load(B_INFLOW + first + rows) + tl.load(M_IN + chunk)
-    if HAS_RESETS:  # rows after a reset do not read the entering memory
-        inflow = segment == 0
+    inflow = segment == 0  # rows that read the entering memory: all but those after a reset (HAS_RESETS)
+    if HAS_RESETS:
         log_w_in = tl.where(inflow, log_w_in, float("-inf"))
     log_decay = _log_decay(B_DECAY, LOG_I, SEGMENT, first, rows, rows, b_decay, segment, HAS_RESETS)
     if STABILIZE:  # the recurrent m of each row: the largest log weight it sees
@@ -151,8 +151,7 @@ def _chunk_outputs(
             m_row = tl.maximum(m_row, tl.load(RESTART + first + rows))
     else:
         m_row = tl.zeros([L], dtype=tl.float32)
-    visible = log_decay != float("-inf")
-    weights = tl.where(visible, scores * scale * tl.exp(log_decay - m_row[:, None]), 0.0)  # [L, L]
+    weights = tl.where(log_decay != float("-inf"), scores * scale * tl.exp(log_decay - m_row[:, None]), 0.0)
     w_in = tl.exp(log_w_in - m_row) * scale
     read_n = w_in * q_n
     if HAS_RESETS:
@@ -161,38 +160,77 @@ def _chunk_outputs(
     den = tl.maximum(tl.abs(sum_row), tl.exp(-m_row)) + eps
     weights = weights.to(V.dtype.element_ty)
     h_base = H_OUT + b * stride_hb + h * stride_hh + t[:, None] * stride_hs
-    for v0 in range(0, DV, BV):
-        rv = v0 + tl.arange(0, BV)
-        mv = rv < DV
-        q_C = tl.zeros([L, BV], dtype=tl.float32)
-        for k0 in range(0, DK, BK):
-            rk = k0 + tl.arange(0, BK)
-            mk = rk < DK
-            q = tl.load(q_base + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
-            C = tl.load(C_IN + chunk * DK * DV + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :],
-                        other=0.0)
-            q_C += _dot(q, C.to(q.dtype), PRECISION, DOT_F32)
-        v = tl.load(v_base + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
-        read_C = w_in[:, None] * q_C
+    C_chunk = C_IN + chunk * DK * DV
+    if tl.load(NONFINITE + chunk) != 0:  # rare, and a branch of its own, so the usual loop stays as it was
+        visible = rows[:, None] >= rows[None, :]
         if HAS_RESETS:
-            read_C = tl.where(inflow[:, None], read_C, 0.0)
-        num = _attend(weights, visible, v, PRECISION, DOT_F32) + read_C
-        tl.store(h_base + rv[None, :], (num / den[:, None]).to(H_OUT.dtype.element_ty), mask=mt[:, None] & mv[None, :])
+            visible = visible & (segment[:, None] == segment[None, :])
+        _output_tiles(q_base, v_base, h_base, C_chunk, weights, w_in, inflow, den, mt, visible,
+                      DK=DK, DV=DV, BK=BK, BV=BV, HAS_RESETS=HAS_RESETS, SAFE=True, PRECISION=PRECISION,
+                      DOT_F32=DOT_F32)
+    else:
+        _output_tiles(q_base, v_base, h_base, C_chunk, weights, w_in, inflow, den, mt, weights,
+                      DK=DK, DV=DV, BK=BK, BV=BV, HAS_RESETS=HAS_RESETS, SAFE=False, PRECISION=PRECISION,
+                      DOT_F32=DOT_F32)
     tl.store(M_ROW + first + rows, m_row)
     tl.store(SUM_ROW + first + rows, sum_row)
 
 
 @triton.jit
+def _output_tiles(
+    q_base, v_base, h_base, C_in, weights, w_in, inflow, den, mt, visible,
+    DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, HAS_RESETS: tl.constexpr,
+    SAFE: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    """h of one chunk, DV tile by tile: (weights v + w_in q C_in) / den. SAFE: v may hold a NaN or inf (`_attend`;
+    `visible` is unread otherwise)."""
+    for v0 in range(0, DV, BV):
+        rv = v0 + tl.arange(0, BV)
+        mv = rv < DV
+        q_C = tl.zeros([weights.shape[0], BV], dtype=tl.float32)
+        for k0 in range(0, DK, BK):
+            rk = k0 + tl.arange(0, BK)
+            mk = rk < DK
+            q = tl.load(q_base + rk[None, :], mask=mt[:, None] & mk[None, :], other=0.0)
+            C = tl.load(C_in + rk[:, None] * DV + rv[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
+            q_C += _dot(q, C.to(q.dtype), PRECISION, DOT_F32)
+        v = tl.load(v_base + rv[None, :], mask=mt[:, None] & mv[None, :], other=0.0)
+        read_C = w_in[:, None] * q_C
+        if HAS_RESETS:
+            read_C = tl.where(inflow[:, None], read_C, 0.0)
+        if SAFE:
+            num = _attend(weights, visible, v, PRECISION, DOT_F32) + read_C
+        else:
+            num = _dot(weights, v, PRECISION, DOT_F32) + read_C
+        tl.store(h_base + rv[None, :], (num / den[:, None]).to(h_base.dtype.element_ty), mask=mt[:, None] & mv[None, :])
+
+
+@triton.jit
 def _attend(weights, visible, v, PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
-    """weights [L, L] @ v [L, BV], weights zero outside `visible`: a NaN or inf in v_l reaches only the rows that
-    see l (in a plain dot, 0 * NaN spreads it to every row). The check costs a select; the fix-up runs only when a
-    tile holds a non-finite value."""
+    """weights [L, L] @ v [L, BV], weights zero outside `visible`, for a v that may hold a NaN or inf: v_l reaches
+    only the rows that see l (in a plain dot, 0 * NaN spreads it to every row). The non-finite values are zeroed
+    for the dot and put back as NaN where `visible` says they arrive."""
     bad = ~(tl.abs(v.to(tl.float32)) < float("inf"))
     out = _dot(weights, tl.where(bad, 0.0, v).to(v.dtype), PRECISION, DOT_F32)
-    if tl.max(tl.max(bad.to(tl.int32), axis=1), axis=0) > 0:
-        reached = _dot(visible.to(v.dtype), bad.to(v.dtype), PRECISION, DOT_F32) > 0
-        out = tl.where(reached, float("nan"), out)
-    return out
+    one, zero = tl.full([1, 1], 1.0, v.dtype), tl.zeros([1, 1], v.dtype)
+    reached = _dot(tl.where(visible, one, zero), tl.where(bad, one, zero), PRECISION, DOT_F32) > 0
+    return tl.where(reached, float("nan"), out)
+
+
+@triton.jit
+def _nonfinite_chunks(
+    V, FLAGS, S, H, NC, stride_vb, stride_vs, stride_vh, DV: tl.constexpr, L: tl.constexpr, BV: tl.constexpr,
+):
+    """FLAGS [BH, NC] int32: 1 where the chunk's v [B, S, H, DV] holds a NaN or inf, else 0 (one read of v)."""
+    c, pid_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    t = c * L + tl.arange(0, L)
+    v_base = V + (pid_bh // H) * stride_vb + (pid_bh % H) * stride_vh + t[:, None] * stride_vs
+    bad = tl.zeros([L], dtype=tl.int32)
+    for v0 in range(0, DV, BV):
+        rv = v0 + tl.arange(0, BV)
+        v = tl.load(v_base + rv[None, :], mask=(t < S)[:, None] & (rv < DV)[None, :], other=0.0)
+        bad = tl.maximum(bad, tl.max((~(tl.abs(v.to(tl.float32)) < float("inf"))).to(tl.int32), axis=1))
+    tl.store(FLAGS + pid_bh * NC + c, tl.max(bad, axis=0))
 
 
 @triton.jit
