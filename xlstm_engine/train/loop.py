@@ -11,7 +11,6 @@ folder that already holds a run, unless told to overwrite it; `resume` continues
 
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint.safetensors_io import atomic_write
+from ..checkpoint.safetensors_io import atomic_write, remove_dead_temporaries
 from .config import RunConfig, describe
 from .data import Batch, build_data
 from .distributed import Distributed
@@ -76,7 +75,8 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False,
         _start_fresh(out, overwrite, dist)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(out)
+        # a SIGKILL inside a checkpoint write leaves `.checkpoint.pt.tmp-PID` behind; a live process's is kept
+        remove_dead_temporaries(out, lambda name: name == CHECKPOINT)
     torch.manual_seed(tc.seed)
     data = build_data(config.dataset)
     model = build_model(config, data.vocab_size).to(dist.device, getattr(torch, tc.weight_precision))
@@ -184,27 +184,6 @@ def _start_fresh(out: Path, overwrite: bool, dist) -> None:
     if overwrite and dist.is_main:
         for name in (CHECKPOINT, METRICS, PLOT):
             (out / name).unlink(missing_ok=True)
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Remove the `.checkpoint.pt.tmp-PID` files (atomic_write's) of processes that no longer run: a SIGKILL
-    during a checkpoint write leaves one behind. A live process's file may be a checkpoint being written: kept."""
-    if os.name != "posix":  # os.kill(pid, 0) tests a process only on POSIX (on Windows it would stop it)
-        return
-    for tmp in out.glob(f".{CHECKPOINT}.tmp-*"):
-        pid = tmp.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process, or a number too large for a pid: keep the file
-        return True
-    return True
 
 
 def _complete_run(out: Path, step: int, num_steps: int, dist) -> dict:
