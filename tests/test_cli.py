@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -42,3 +45,12 @@ def test_convert(tmp_path, weight_mode):
     assert converted.config.weight_mode == weight_mode
     for a, b in zip(source.parameters(), converted.parameters(), strict=True):
         assert b.dtype == torch.bfloat16 and torch.equal(a.to(torch.bfloat16), b)
+
+
+def test_command_reports_a_bad_input_in_one_line(tmp_path):
+    """The installed command prints a named error and exits with 1, without a traceback."""
+    done = subprocess.run([sys.executable, "-m", "xlstm_engine.cli", "convert", str(tmp_path / "missing"),
+                           str(tmp_path / "dst")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("xlstm-engine: error:") and "no such directory" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "dst").exists()

@@ -149,5 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     args.run(args)
 
 
+def command() -> None:
+    """The `xlstm-engine` command: `main`, with a bad input (a named ValueError or TypeError, or an error of this
+    library such as a CheckpointError or TrainingError) reported in one line and exit status 1, not a traceback."""
+    try:
+        main()
+    except Exception as e:
+        if not isinstance(e, ValueError | TypeError) and not type(e).__module__.startswith("xlstm_engine."):
+            raise
+        sys.exit(f"xlstm-engine: error: {e}")
+
+
 if __name__ == "__main__":
-    main()
+    command()
