@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import triton
 
 from xlstm_engine.ops.mlstm import mlstm, mlstm_step, mLSTMState
-from xlstm_engine.ops.mlstm import triton as ours
+from xlstm_engine.ops.mlstm.triton import chunkwise as ours  # TUNING: the launch settings that --sweep varies
 
 GEOMETRIES = {"7B": (8, 256, 512), "TFLA": (16, 128, 256)}
 

@@ -4,6 +4,7 @@ from .checkpoint import CheckpointError
 from .config import (
     PRESETS,
     FeedForwardConfig,
+    RuntimeOptions,
     mLSTMBlockConfig,
     mLSTMLayerConfig,
     sLSTMBlockConfig,
@@ -12,7 +13,7 @@ from .config import (
     xLSTMLargeConfig,
     xLSTMLMModelConfig,
 )
-from .model import RuntimeOptions, xLSTMBlockStack, xLSTMLarge, xLSTMLargeState, xLSTMLMModel, xLSTMStackState
+from .model import xLSTMBlockStack, xLSTMLarge, xLSTMLargeState, xLSTMLMModel, xLSTMStackState
 from .ops import mLSTMState, sLSTMState
 
 __version__ = "0.1.0"

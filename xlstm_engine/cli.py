@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
-from . import xLSTMLarge, xLSTMLargeConfig
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .config import FLOAT_DTYPES, xLSTMLargeConfig
+from .model import xLSTMLarge
 
 
 def _int_at_least(low: int):
@@ -85,7 +84,7 @@ def convert(args: argparse.Namespace) -> None:
     dst = Path(args.dst).absolute()
     created = next((p for p in [*reversed(dst.parents), dst] if not p.exists()), None)  # the topmost new folder
     try:
-        model = xLSTMLarge.from_pretrained(args.src, dtype=DTYPES.get(args.dtype))
+        model = xLSTMLarge.from_pretrained(args.src, dtype=FLOAT_DTYPES.get(args.dtype))
         if args.weight_mode:
             model.config = dataclasses.replace(model.config, weight_mode=args.weight_mode)
         model.save_pretrained(args.dst, max_shard_size=args.max_shard_size)
@@ -102,6 +101,8 @@ def train(args: argparse.Namespace) -> None:
     A new run into a training.out_dir that holds a run is an error: --resume continues it, --overwrite replaces
     it. The parity experiment (no config) owns runs/parity and always starts over, unless --resume.
     """
+    # imported on use: training is an optional extra (PyYAML, tqdm, matplotlib, tokenizers), which `demo` and
+    # `convert` do without, as they do without torch.distributed
     from .train import load_config
     from .train import train as run
     from .train.experiment import parity_comparison
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--weight-mode", choices=["single", "fused"])
-    p.add_argument("--dtype", choices=list(DTYPES))
+    p.add_argument("--dtype", choices=list(FLOAT_DTYPES))
     p.add_argument("--max-shard-size", default="5GB")
     p.set_defaults(run=convert)
     args = parser.parse_args(argv)

@@ -103,7 +103,7 @@ def test_runtime_options_come_from_config_and_arguments(tmp_path):
     config.update(chunk_size=32, inference_state_dtype="bfloat16", chunkwise_kernel="chunkwise--triton_xl_chunk")
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = xe.xLSTMLarge.from_pretrained(tmp_path)
-    assert (loaded.runtime.chunk_size, loaded.runtime.state_dtype, loaded.runtime.backend) == (
+    assert (loaded.runtime.chunk_size, loaded.runtime.state_dtype, loaded.runtime.mlstm_backend) == (
         32, torch.bfloat16, "auto")
     assert xe.xLSTMLarge.from_pretrained(tmp_path, chunk_size=16).runtime.chunk_size == 16
     with pytest.raises(ValueError, match="unknown runtime option"):

@@ -24,14 +24,6 @@ def neurips():
                                                  mlstm_block=xe.mLSTMBlockConfig(mlstm=layer)))
 
 
-def prefill(model, ids, state=None):
-    return model(ids, state=state) if isinstance(model, xe.xLSTMLarge) else model.forward_with_state(ids, state)
-
-
-def decode(model, ids, state):
-    return model(ids, state=state) if isinstance(model, xe.xLSTMLarge) else model.step(ids, state)
-
-
 @pytest.mark.parametrize("build", [large, neurips], ids=["large-triton", "neurips-triton"])
 def test_models_on_the_triton_kernels(build):
     """Triton in float32 against the chunkwise form in float64: within the float32 bound, or within twice the error
@@ -60,23 +52,22 @@ def test_models_on_the_triton_kernels(build):
 def run(model, backend: str, ids, terms: dict | None = None) -> dict[str, torch.Tensor]:
     """Logits, the gradients of all parameters, and the logits of decoding token by token after a prompt. terms:
     filled with sum |d output| over the tokens of each Linear's bias (the magnitude of its gradient's terms)."""
-    model.runtime.backend = backend
-    model.runtime.state_dtype = next(model.parameters()).dtype
+    model.runtime = model.runtime.replace(mlstm_backend=backend, state_dtype=next(model.parameters()).dtype)
     model.zero_grad()
     hooks = [] if terms is None else [
         module.register_full_backward_hook(
             lambda module, grad_in, grad_out, name=name: terms.update({f"{name}.bias": grad_out[0].abs().flatten(
                 0, -2).sum(0)}))
         for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and module.bias is not None]
-    logits, _ = prefill(model, ids)
+    logits, _ = model.forward_with_state(ids)
     F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).backward()
     for hook in hooks:
         hook.remove()
     with torch.no_grad():  # the Triton step kernel
-        _, state = prefill(model, ids[:, :30])
+        _, state = model.forward_with_state(ids[:, :30])
         steps = []
         for t in range(30, 36):
-            step_logits, state = decode(model, ids[:, t:t + 1], state)
+            step_logits, state = model.forward_with_state(ids[:, t:t + 1], state)
             steps.append(step_logits)
     return dict(logits=logits.detach(), steps=torch.cat(steps, 1),
                 **{name: p.grad.clone() for name, p in model.named_parameters()})

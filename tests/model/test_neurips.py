@@ -100,7 +100,7 @@ def test_stateful_chunks_and_steps_equal_one_pass(case):
     else:
         _, ours = official_and_ours(**CASES[case])
     ours = ours.double()
-    ours.runtime.state_dtype = torch.float64
+    ours.runtime = ours.runtime.replace(state_dtype=torch.float64)
     ids = torch.randint(0, 53, (2, 70))
     ref = ours(ids)
     state, pieces = None, []
@@ -140,7 +140,7 @@ def test_sLSTM_backends_agree_in_the_model():
     _, ours = official_and_ours()
     ids = torch.randint(0, 53, (2, 30))
     ref = ours(ids)
-    ours.runtime.slstm_backend = "naive"
+    ours.runtime = ours.runtime.replace(slstm_backend="naive")
     assert_close("logits", ref, ours(ids), ratio=1e-5)
 
 

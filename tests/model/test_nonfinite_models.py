@@ -22,7 +22,7 @@ BACKENDS = ["chunkwise", "naive_parallel", "naive_recurrent",
 
 def large_model(backend):
     config = xe.xLSTMLargeConfig(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=97)
-    return xe.xLSTMLarge(config, xe.RuntimeOptions(backend=backend, chunk_size=32))
+    return xe.xLSTMLarge(config, xe.RuntimeOptions(mlstm_backend=backend, chunk_size=32))
 
 
 def neurips_model(backend):
@@ -30,13 +30,11 @@ def neurips_model(backend):
         vocab_size=97, num_blocks=3, embedding_dim=64, slstm_at=[1],
         mlstm_block=xe.mLSTMBlockConfig(mlstm=xe.mLSTMLayerConfig(num_heads=2)),
         slstm_block=xe.sLSTMBlockConfig(slstm=xe.sLSTMLayerConfig(num_heads=2)))
-    return xe.xLSTMLMModel(config, xe.RuntimeOptions(backend=backend, chunk_size=32))
+    return xe.xLSTMLMModel(config, xe.RuntimeOptions(mlstm_backend=backend, chunk_size=32))
 
 
 def logits_of(model, ids, resets):
-    if isinstance(model, xe.xLSTMLarge):
-        return model(ids, resets=resets)[0]
-    return model(ids, resets=resets)
+    return model.forward_with_state(ids, resets=resets)[0]
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["one-document", "packed"])
@@ -51,7 +49,7 @@ def test_poisoned_token_stays_in_place(make, backend, packed):
     if packed:
         resets = torch.zeros(2, S, dtype=torch.bool, device=device)
         resets[0, STARTS] = True
-    embedding = model.backbone.embeddings if isinstance(model, xe.xLSTMLarge) else model.token_embedding
+    embedding = model.get_input_embeddings()
     with torch.no_grad():
         clean = logits_of(model, ids, resets)
 

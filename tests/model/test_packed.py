@@ -53,8 +53,6 @@ def flatten(state) -> list[torch.Tensor]:
 
 
 def run(model, ids, resets=None, state=None):
-    if isinstance(model, xe.xLSTMLarge):
-        return model(ids, state=state, resets=resets)
     return model.forward_with_state(ids, state, resets=resets)
 
 

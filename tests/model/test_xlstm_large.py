@@ -45,7 +45,7 @@ def test_segmented_inference_and_last_logits():
     model = model64()
     ids = torch.randint(0, 61, (2, 150))
     ref, ref_state = model(ids)
-    model.runtime.max_inference_chunksize = 40
+    model.runtime = model.runtime.replace(max_inference_chunksize=40)
     for keep in (0, 1, 7, 120, 500):
         logits, state = model(ids, logits_to_keep=keep)
         assert_close(f"logits (keep={keep})", ref[:, -keep:] if keep else ref, logits, ratio=1e-10)
@@ -58,7 +58,7 @@ def test_backends_agree(backend):
     ids = torch.randint(0, 61, (2, 70))
     model = model64()
     ref, _ = model(ids)
-    model.runtime.backend = backend
+    model.runtime = model.runtime.replace(mlstm_backend=backend)
     assert_close("logits", ref, model(ids)[0], ratio=1e-10)
 
 
@@ -74,7 +74,7 @@ def test_bfloat16_model_keeps_a_float32_state():
     within BF16_MODEL_RATIO."""
     model = xe.xLSTMLarge(xe.xLSTMLargeConfig(**CONFIG)).to(torch.bfloat16)  # the default runtime
     ref_model = copy.deepcopy(model).double()  # the bf16 weights exactly, in float64
-    ref_model.runtime.state_dtype = torch.float64
+    ref_model.runtime = ref_model.runtime.replace(state_dtype=torch.float64)
     ids = torch.randint(0, 61, (2, 40))
     with torch.no_grad():
         logits, state = model(ids[:, :33])
@@ -175,8 +175,8 @@ def test_bad_config(changes, message):
 def test_bad_config_dict_and_runtime():
     with pytest.raises(ValueError, match=r"unknown xLSTMLargeConfig key\(s\) \['num_head'\]"):
         xe.xLSTMLargeConfig.from_dict({**CONFIG, "num_head": 3})
-    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
-        xe.RuntimeOptions(backend="cuda")
+    with pytest.raises(ValueError, match="unknown mlstm_backend 'cuda'"):
+        xe.RuntimeOptions(mlstm_backend="cuda")
     with pytest.raises(ValueError, match="unknown state_dtype 'fp8'"):
         xe.RuntimeOptions(state_dtype="fp8")
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):

@@ -250,13 +250,14 @@ def test_triton_gate_preparation_kernel(input_gate):
     kernel = prepare_gates(i, f, input_gate, None, 32, 3)
     torch_path = prepare_gates(i, f, input_gate, torch.zeros(2, 70, dtype=torch.bool, device=DEVICE), 32, 3)
     for name in ("b_decay", "b_inflow", "log_i", "a", "g", "m_chunk"):
-        finite = torch.isfinite(torch_path[name])
-        assert torch.equal(finite, torch.isfinite(kernel[name])), name
-        assert_close(name, torch_path[name][finite].double().cpu(), kernel[name][finite].cpu(), ratio=1e-6)
+        finite = torch.isfinite(getattr(torch_path, name))
+        assert torch.equal(finite, torch.isfinite(getattr(kernel, name))), name
+        assert_close(name, getattr(torch_path, name)[finite].double().cpu(), getattr(kernel, name)[finite].cpu(),
+                     ratio=1e-6)
     if input_gate == "sigmoid":  # each value to float32 accuracy, e^-40 included
         x = extremes.double()
         exact = torch.nn.functional.logsigmoid(x)
         # a few float32 ulps times the condition number |x sigmoid(-x) / log sigmoid(x)| (about x for large x:
         # the GPU's exp(-x) rounds x * log2(e) to float32 first)
         bound = 2**-20 * torch.clamp((x * torch.sigmoid(-x) / exact).abs(), min=1.0) * exact.abs()
-        assert ((kernel["log_i"][0, :10].double().cpu() - exact).abs() <= bound).all()
+        assert ((kernel.log_i[0, :10].double().cpu() - exact).abs() <= bound).all()

@@ -3,16 +3,8 @@
 import pytest
 import torch
 
-from xlstm_engine.train.tasks import (
-    IGNORE_INDEX,
-    MQAR,
-    PAD,
-    TASKS,
-    Split,
-    make_split,
-    make_task,
-    seeded_generator,
-)
+from xlstm_engine.train.streams import Split, make_split, seeded_generator
+from xlstm_engine.train.tasks import IGNORE_INDEX, MQAR, PAD, TASKS, make_task
 
 FORMAL = ["parity", "even_pairs", "cycle_navigation", "modular_arithmetic"]
 

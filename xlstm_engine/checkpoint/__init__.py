@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model.runtime import RuntimeOptions
+from ..config import RuntimeOptions, xLSTMLargeConfig
 from .errors import CheckpointError
 from .hf_config import check_value_types, config_to_dict, read_config_json
 from .keys import NXAI_ALIASES, single_sources, to_fused_layout, to_single_layout
@@ -64,10 +64,9 @@ def _tie_head(model: nn.Module, folder: Path, head_stored: bool) -> None:
 
 def _read_nxai_config(path: Path):
     try:
-        import yaml
+        import yaml  # optional (the yaml extra), so imported on use
     except ImportError as e:
         raise CheckpointError(f"{path}: reading an NX-AI config.yaml needs PyYAML (pip install pyyaml)") from e
-    from ..config import xLSTMLargeConfig
 
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):

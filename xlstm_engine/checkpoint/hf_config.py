@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..config import OFFICIAL_RUNTIME_KEYS, xLSTMLargeConfig
+from ..config.base import fits
 from .errors import CheckpointError
 from .safetensors_io import SAVE_ID_KEY
 
@@ -34,44 +35,46 @@ ARCH_KEYS = frozenset(f.name for f in dataclasses.fields(xLSTMLargeConfig))
 ENGINE_KEYS = frozenset({SAVE_ID_KEY})  # written by save_pretrained (safetensors_io.save_checkpoint)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)  # JSON true is not 1 here
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 # The JSON type of every config key that is read (architecture, execution, legacy and save keys), checked before
 # use: a string "false" must not count as true, and a bad value must be named with its key, not as a TypeError.
+# Each kind is a type hint, tested by config.base.fits as the config dataclasses test their fields (a bool is no
+# int, a string no bool), plus two rules of config.json alone (_fits_json).
 _KINDS = {
-    "an int": (_is_int, (
+    "an int": (int, (
         "num_heads", "vocab_size", "ffn_round_up_to_multiple_of", "chunk_size", "max_inference_chunksize", "head_dim",
         "mlstm_round_up_to_multiple_of")),
-    "a finite number": (_is_number, (
+    "a finite number": (float, (
         "norm_eps", "eps", "qk_dim_factor", "v_dim_factor", "ffn_proj_factor", "cell_norm_eps",
         "igate_bias_init_range")),
-    "a finite number or null": (lambda v: v is None or _is_number(v), ("gate_soft_cap", "output_logit_soft_cap")),
-    "true or false": (lambda v: isinstance(v, bool), (
+    "a finite number or null": (float | None, ("gate_soft_cap", "output_logit_soft_cap")),
+    "true or false": (bool, (
         "use_bias", "norm_reduction_force_float32", "add_out_norm", "tie_word_embeddings", "return_last_states",
         "use_cache", "add_embedding_dropout", "add_forward_backend_padding", "add_post_blocks_norm",
         "add_post_norm", "add_qk_norm", "force_bos_token_insert")),
-    "a string": (lambda v: isinstance(v, str), (
+    "a string": (str, (
         "weight_mode", "chunkwise_kernel", "sequence_kernel", "step_kernel", "mode", "autocast_kernel_dtype",
         "inference_state_dtype", "forward_backend_name", "step_backend_name", SAVE_ID_KEY)),
-    "an int or null": (lambda v: v is None or _is_int(v), (  # null sizes: the HF alias names the size
+    "an int or null": (int | None, (  # null sizes: the HF alias names the size
         "embedding_dim", "hidden_size", "num_blocks", "num_hidden_layers", "bos_token_id", "pad_token_id")),
-    "an int, a list of ints or null": (
-        lambda v: v is None or _is_int(v) or (isinstance(v, list) and bool(v) and all(map(_is_int, v))),
-        ("eos_token_id",)),
+    "an int, a list of ints or null": (int | list[int] | None, ("eos_token_id",)),
 }
-KEY_KINDS = {key: (kind, check) for kind, (check, keys) in _KINDS.items() for key in keys}
+
+
+def _fits_json(value, hint) -> bool:
+    """`fits`, and the rules of config.json: numbers are finite (Python's json reads NaN and Infinity), and a list
+    (of eos ids) is not empty."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return fits(value, hint) and value != []
+
+
+KEY_KINDS = {key: (kind, hint) for kind, (hint, keys) in _KINDS.items() for key in keys}
 
 
 def check_value_types(d: dict[str, Any], source: str) -> None:
     """Raise CheckpointError naming the key, its value and the expected type for the first mistyped key."""
     for key, value in d.items():
-        if key in KEY_KINDS and not KEY_KINDS[key][1](value):
+        if key in KEY_KINDS and not _fits_json(value, KEY_KINDS[key][1]):
             raise CheckpointError(f"{source}: {key} is {value!r} ({type(value).__name__}), "
                                   f"expected {KEY_KINDS[key][0]}")
 

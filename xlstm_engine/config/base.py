@@ -37,8 +37,7 @@ def yaml_text(source: str | Path) -> str:
         if "\n" in source or not source.strip() or one_line_yaml:
             return source
         source = Path(source)
-    if not _is_file(source):
-        raise ValueError(f"no such config file: {str(source)!r}")
+    require(_is_file(source), f"no such config file: {str(source)!r}")
     return source.read_text()
 
 
@@ -71,6 +70,7 @@ def _plain(value):
 
 
 def require(condition: bool, message: str) -> None:
+    """Raise ValueError(message) unless `condition`: the one way configs validate a value."""
     if not condition:
         raise ValueError(message)
 
@@ -80,21 +80,20 @@ def from_dict(cls, d: Any, path: str):
         raise TypeError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - fields)
-    if unknown:
-        known = sorted(name for name in fields if not name.startswith("_"))
-        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {known}")
+    require(not unknown, f"{path}: unknown key(s) {unknown}; expected some of "
+            f"{sorted(name for name in fields if not name.startswith('_'))}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in d.items():
-        nested = _config_class(hints[key])
+        nested = config_class(hints[key])
         if nested is not None and value is not None:
             kwargs[key] = from_dict(nested, value, f"{path}.{key}")
         else:
-            kwargs[key] = _check_type(value, hints[key], f"{path}.{key}")
+            kwargs[key] = check_type(value, hints[key], f"{path}.{key}")
     return cls(**kwargs)
 
 
-def _config_class(hint) -> type | None:
+def config_class(hint) -> type | None:
     """The config dataclass inside a hint like `mLSTMBlockConfig | None`."""
     return next((t for t in _options(hint) if isinstance(t, type) and issubclass(t, ConfigMixin)), None)
 
@@ -106,17 +105,17 @@ def _options(hint) -> tuple:
     return (hint,)
 
 
-def _fits(value, hint) -> bool:
+def fits(value, hint) -> bool:
     """Whether `value` has the type `hint` names: bool, int, float (an int too), str, Literal, list[X], tuple[X, ...],
     dict, a config class, None, or a union of these. A bool is not an int here, and a string is never a bool."""
     options = _options(hint)
     if len(options) > 1:
-        return any(_fits(value, option) for option in options)
+        return any(fits(value, option) for option in options)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
         return value in args
     if origin in (list, tuple):  # list[X] and tuple[X, ...]: every element an X
-        return isinstance(value, origin) and all(_fits(v, args[0]) for v in value)
+        return isinstance(value, origin) and all(fits(v, args[0]) for v in value)
     if hint is type(None):
         return value is None
     if hint in (int, float):
@@ -130,10 +129,9 @@ def _describe(hint) -> str:
                        else str(o) if typing.get_origin(o) else getattr(o, "__name__", str(o)) for o in _options(hint))
 
 
-def _check_type(value, hint, path: str):
+def check_type(value, hint, path: str):
     """Check a scalar against its field's hint; an int for a float field becomes a float."""
-    if not _fits(value, hint):
-        raise ValueError(f"{path}: got {value!r}, expected {_describe(hint)}")
+    require(fits(value, hint), f"{path}: got {value!r}, expected {_describe(hint)}")
     if float in _options(hint) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
@@ -147,6 +145,6 @@ def check_field_types(config) -> None:
     """
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        if not f.name.startswith("_") and not _fits(getattr(config, f.name), hints[f.name]):
-            raise ValueError(f"{type(config).__name__}.{f.name}: got {getattr(config, f.name)!r}, "
-                             f"expected {_describe(hints[f.name])}")
+        if not f.name.startswith("_"):
+            require(fits(getattr(config, f.name), hints[f.name]), f"{type(config).__name__}.{f.name}: got "
+                    f"{getattr(config, f.name)!r}, expected {_describe(hints[f.name])}")

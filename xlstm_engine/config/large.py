@@ -1,6 +1,6 @@
 """The xLSTM Large (xLSTM-7B) architecture config: what a checkpoint saves. Validated on construction, frozen.
 
-Execution choices (kernel, chunk size, state dtype, memory bounds) live in `model.runtime.RuntimeOptions`.
+Execution choices (kernel, chunk size, state dtype, memory bounds) live in `config.runtime.RuntimeOptions`.
 """
 
 import dataclasses
@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .base import check_field_types
+from .base import check_field_types, require
 
 WEIGHT_MODES = ("single", "fused")
 
@@ -59,26 +59,28 @@ class xLSTMLargeConfig:
             object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
         check_field_types(self)
         for name in ("embedding_dim", "num_heads", "num_blocks", "vocab_size", "ffn_round_up_to_multiple_of"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"xLSTMLargeConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+            require(getattr(self, name) >= 1,
+                    f"xLSTMLargeConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         for name in ("qk_dim_factor", "v_dim_factor", "ffn_proj_factor", "norm_eps", "eps"):
-            if not 0 < getattr(self, name) < math.inf:  # also rejects nan; inf would overflow int() in the dims
-                raise ValueError(f"xLSTMLargeConfig.{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        for name in ("gate_soft_cap", "output_logit_soft_cap"):
-            if getattr(self, name) is not None and not 0 < getattr(self, name) < math.inf:  # cap * tanh(x / cap)
-                raise ValueError(f"xLSTMLargeConfig.{name} must be > 0 or None, got {getattr(self, name)!r} "
-                                 "(a cap must also be finite)")
-        if self.weight_mode not in WEIGHT_MODES:
-            raise ValueError(f"xLSTMLargeConfig.weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
+            # also rejects nan; inf would overflow int() in the dims
+            require(0 < getattr(self, name) < math.inf,
+                    f"xLSTMLargeConfig.{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        for name in ("gate_soft_cap", "output_logit_soft_cap"):  # cap * tanh(x / cap)
+            require(getattr(self, name) is None or 0 < getattr(self, name) < math.inf,
+                    f"xLSTMLargeConfig.{name} must be > 0 or None, got {getattr(self, name)!r} (a cap must also be "
+                    "finite)")
+        require(self.weight_mode in WEIGHT_MODES,
+                f"xLSTMLargeConfig.weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
         for name, dim in (("qk_dim", self.qk_dim), ("v_dim", self.v_dim)):
-            if dim < self.num_heads or dim % self.num_heads:
-                raise ValueError(f"{name} = int(embedding_dim * {name}_factor) = {dim} must be a positive multiple "
-                                 f"of num_heads = {self.num_heads}")
-        if self.ffn_dim < 1:  # the official rounding gives 0 whenever embedding_dim * ffn_proj_factor < 1
-            raise ValueError(f"xLSTMLargeConfig: ffn_dim = round_up_to_multiple(embedding_dim * ffn_proj_factor, "
-                             f"ffn_round_up_to_multiple_of) = round_up_to_multiple({self.embedding_dim} * "
-                             f"{self.ffn_proj_factor}, {self.ffn_round_up_to_multiple_of}) = {self.ffn_dim}; it must "
-                             "be >= 1, so embedding_dim * ffn_proj_factor must be >= 1")
+            require(dim >= self.num_heads and dim % self.num_heads == 0,
+                    f"{name} = int(embedding_dim * {name}_factor) = {dim} must be a positive multiple of num_heads = "
+                    f"{self.num_heads}")
+        # the official rounding gives 0 whenever embedding_dim * ffn_proj_factor < 1
+        require(self.ffn_dim >= 1,
+                f"xLSTMLargeConfig: ffn_dim = round_up_to_multiple(embedding_dim * ffn_proj_factor, "
+                f"ffn_round_up_to_multiple_of) = round_up_to_multiple({self.embedding_dim} * {self.ffn_proj_factor}, "
+                f"{self.ffn_round_up_to_multiple_of}) = {self.ffn_dim}; it must be >= 1, so embedding_dim * "
+                "ffn_proj_factor must be >= 1")
 
     @property
     def qk_dim(self) -> int:
@@ -112,8 +114,7 @@ class xLSTMLargeConfig:
         """
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields - OFFICIAL_RUNTIME_KEYS)
-        if unknown:
-            raise ValueError(f"unknown xLSTMLargeConfig key(s) {unknown}; expected fields {sorted(fields)}")
+        require(not unknown, f"unknown xLSTMLargeConfig key(s) {unknown}; expected fields {sorted(fields)}")
         return cls(**{k: v for k, v in d.items() if k in fields})
 
 

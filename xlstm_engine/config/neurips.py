@@ -14,7 +14,8 @@ from typing import Literal
 from .base import ConfigMixin, check_field_types, require
 
 ACTIVATIONS = ("gelu", "relu", "relu^2", "sigmoid", "swish", "selu")
-SLSTM_BACKENDS = ("cuda", "vanilla")  # both run this library's fastest sLSTM: no compile step
+# the values of sLSTMLayerConfig.backend: official backend names, which here name weight layouts only
+SLSTM_WEIGHT_LAYOUTS = ("cuda", "vanilla")
 SLSTM_FUNCTIONS = ("slstm", "lstm")
 SLSTM_BIAS_INITS = ("powerlaw_blockdependent", "small_init", "standard", "zeros")
 SLSTM_RECURRENT_INITS = ("zeros", "standard")
@@ -87,12 +88,16 @@ class mLSTMBlockConfig(ConfigMixin):
 @dataclass
 class sLSTMLayerConfig(ConfigMixin):
     """The official sLSTMCellConfig fields plus the layer's. The CUDA-kernel fields (dtypes, batch_size, shapes,
-    clipping) are accepted for compatibility; this library's sLSTM computes in float32 or wider."""
+    clipping) are accepted for compatibility; this library's sLSTM computes in float32 or wider.
+
+    `backend` keeps its official name and values, but here it runs no kernel: it says how the recurrent kernel
+    and bias are laid out in the state_dict, and the code reads it as `weight_layout`. Which sLSTM implementation
+    runs is a runtime option (RuntimeOptions.slstm_backend)."""
 
     hidden_size: int = -1  # = embedding_dim
     num_heads: int = 4
     num_states: int = 4
-    backend: str = "cuda"  # "vanilla" or "cuda"
+    backend: str = "cuda"  # the weight layout, "vanilla" or "cuda" (official name; see weight_layout)
     function: str = "slstm"
     bias_init: Literal["powerlaw_blockdependent", "small_init", "standard", "zeros"] = "powerlaw_blockdependent"
     recurrent_weight_init: Literal["zeros", "standard"] = "zeros"
@@ -127,8 +132,9 @@ class sLSTMLayerConfig(ConfigMixin):
         self.hidden_size = self.embedding_dim
         if self.num_heads <= 0:
             self.num_heads = 1
-        require(self.backend in SLSTM_BACKENDS, f"unknown sLSTM backend {self.backend!r}; expected one of "
-                 f"{SLSTM_BACKENDS} (both run this library's PyTorch sLSTM)")
+        require(self.backend in SLSTM_WEIGHT_LAYOUTS, f"unknown sLSTM backend {self.backend!r}; expected one of "
+                 f"{SLSTM_WEIGHT_LAYOUTS} (it names the weight layout of an official checkpoint; both run this "
+                 "library's PyTorch sLSTM)")
         require(self.function in SLSTM_FUNCTIONS,
                  f"unknown sLSTM function {self.function!r}; expected one of {SLSTM_FUNCTIONS}")
         require(self.bias_init in SLSTM_BIAS_INITS,
@@ -151,6 +157,13 @@ class sLSTMLayerConfig(ConfigMixin):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def weight_layout(self) -> str:
+        """The field `backend` by what it means here: how `_recurrent_kernel_` and `_bias_` are laid out in the
+        state_dict, "vanilla" or "cuda", as the official backend of that name stores them (the two layouts:
+        ops/slstm/README.md, "Official weight layouts")."""
+        return self.backend
 
 
 @dataclass

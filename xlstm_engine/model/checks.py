@@ -52,3 +52,18 @@ def check_state_type(state, expected: type, where: str, device: torch.device | N
             raise TypeError(f"{where}.{name} must be a floating-point tensor, got {got}")
         if device is not None and value.device != device:
             raise ValueError(f"{where}.{name} is on {value.device}; expected {device}, the device of the input")
+
+
+def check_logits_to_keep(logits_to_keep) -> None:
+    """Raise unless `logits_to_keep` is an int >= 0 (0: logits of every position)."""
+    if not isinstance(logits_to_keep, int) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}")
+
+
+def check_inplace(state, inplace) -> None:
+    """Raise unless `inplace` is a bool, and a state to write into is given when it is True."""
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace must be True or False, got {inplace!r}")
+    if inplace and state is None:
+        raise ValueError("inplace=True writes the new state into the given state, but state is None; allocate "
+                         "one with model.allocate_state(batch_size)")

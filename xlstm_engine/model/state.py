@@ -27,3 +27,16 @@ class sLSTMLayerState(NamedTuple):
 xLSTMLargeState = tuple[mLSTMState, ...]  # one (C, n, m) per block
 xLSTMStackState = tuple[mLSTMLayerState | sLSTMLayerState, ...]  # one per block
 
+
+def copy_state_(target, source):
+    """Write every tensor of the state `source` into the tensor at the same place in `target` (the same nesting of
+    tuples, None where there is no conv), cast to its dtype; a tensor that already is the target's is skipped.
+    Returns `target`."""
+    if isinstance(target, torch.Tensor):
+        if source is not target:
+            target.copy_(source)
+        return target
+    if target is not None:
+        for target_part, source_part in zip(target, source, strict=True):
+            copy_state_(target_part, source_part)
+    return target

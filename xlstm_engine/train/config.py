@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.base import ConfigMixin, _check_type, _config_class, load_yaml, require, yaml_text
+from ..config.base import ConfigMixin, check_type, config_class, load_yaml, require, yaml_text
 
-ARCHITECTURES = ("neurips", "large")
+ARCHITECTURES = ("neurips", "large")  # the keys of train.models.MODELS
 DISTRIBUTED = ("ddp", "fsdp")
-PRECISIONS = ("float32", "bfloat16", "float16")
+PRECISIONS = ("float32", "bfloat16", "float16")  # names in config.dtypes.FLOAT_DTYPES (no float64 autocast)
 
 
 @dataclass
@@ -117,11 +117,11 @@ def _check_types(cls, data, path: str) -> None:
     for key, value in data.items():
         if key not in hints:
             continue
-        nested = _config_class(hints[key])
+        nested = config_class(hints[key])
         if nested is not None:
             _check_types(nested, value, f"{path}.{key}")
         elif not _has_reference(value):
-            _check_type(value, hints[key], f"{path}.{key}")
+            check_type(value, hints[key], f"{path}.{key}")
 
 
 def _has_reference(value) -> bool:

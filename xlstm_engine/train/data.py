@@ -17,7 +17,8 @@ from typing import NamedTuple
 import torch
 
 from ..config.base import require
-from .tasks import IGNORE_INDEX, Split, make_task, seeded_generator
+from .streams import Split, seeded_generator
+from .tasks import IGNORE_INDEX, make_task
 
 
 class Batch(NamedTuple):

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint.safetensors_io import atomic_write, remove_dead_temporaries
+from ..config import FLOAT_DTYPES
 from .config import RunConfig, describe
 from .data import Batch, build_data
 from .distributed import Distributed
 from .models import build_model, forward_logits, param_groups
+from .plot import plot_metrics
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -79,7 +81,7 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False,
         remove_dead_temporaries(out, lambda name: name == CHECKPOINT)
     torch.manual_seed(tc.seed)
     data = build_data(config.dataset)
-    model = build_model(config, data.vocab_size).to(dist.device, getattr(torch, tc.weight_precision))
+    model = build_model(config, data.vocab_size).to(dist.device, FLOAT_DTYPES[tc.weight_precision])
     wrapped = dist.wrap(model, tc)
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
                                   fused=None)
@@ -90,14 +92,14 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False,
             return _complete_run(out, start, tc.num_steps, dist)
     logger = MetricsLog(out / METRICS, truncate_after=start, enabled=dist.is_main)
     progress = _progress(tc, start, enabled=dist.is_main)
-    autocast = torch.autocast("cuda", dtype=getattr(torch, tc.amp_precision)) \
+    autocast = torch.autocast("cuda", dtype=FLOAT_DTYPES[tc.amp_precision]) \
         if dist.device.type == "cuda" and tc.enable_mixed_precision else nullcontext()
     train_metrics, eval_metrics = {}, {}
     for step in range(start, tc.num_steps):
         for group in optimizer.param_groups:
             group["lr"] = tc.lr * lr_factor(step, tc)
         batch = data.train_batch(step, tc.batch_size, dist.rank, dist.world_size).to(dist.device)
-        totals = _train_step(wrapped, config, batch, tc.grad_accum_steps, dist, autocast)
+        totals = _train_step(wrapped, batch, tc.grad_accum_steps, dist, autocast)
         if not math.isfinite(totals["loss"]):
             raise TrainingError(f"step {step + 1}: the loss is {totals['loss']}; stopping. The last good checkpoint "
                                 f"(if any) is {out / CHECKPOINT}; lower training.lr or set training.grad_clip.")
@@ -126,16 +128,16 @@ def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False,
     return {"train": train_metrics, **eval_metrics}
 
 
-def _loss_sums(model, config, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _loss_sums(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum of the cross-entropy, number of correct predictions, number of targets) over the batch's targets."""
-    logits = forward_logits(model, config, batch.inputs, batch.resets)
+    logits = forward_logits(model, batch.inputs, batch.resets)
     mask = batch.targets != -1
     loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=-1, reduction="sum")
     correct = ((logits.argmax(-1) == batch.targets) & mask).sum()
     return loss, correct, mask.sum()
 
 
-def _train_step(model, config, batch: Batch, accum: int, dist, autocast) -> dict:
+def _train_step(model, batch: Batch, accum: int, dist, autocast) -> dict:
     """Forward and backward over `accum` micro-batches; gradients are those of the mean loss over the global
     batch's targets."""
     targets = dist.all_sum(torch.tensor(float((batch.targets != -1).sum()), device=dist.device))
@@ -143,7 +145,7 @@ def _train_step(model, config, batch: Batch, accum: int, dist, autocast) -> dict
     for index, micro in enumerate(batch.split(accum)):
         sync = index == accum - 1
         with dist.no_sync(model, enabled=not sync), autocast:
-            loss, correct, _ = _loss_sums(model, config, micro)
+            loss, correct, _ = _loss_sums(model, micro)
         # the gradient reduction averages over processes: scale so that the result is the global mean
         (loss * dist.world_size / targets.clamp(min=1)).backward()
         sums += torch.stack([loss.detach().float(), correct.float()])
@@ -163,7 +165,7 @@ def evaluate(model, config, data, dist, autocast, step: int) -> dict[str, dict]:
         for batch in data.eval_batches(split, config.training.batch_size, dist.rank, dist.world_size,
                                        limit=config.training.val_batches):
             with autocast:
-                loss, correct, count = _loss_sums(model, config, batch.to(dist.device))
+                loss, correct, count = _loss_sums(model, batch.to(dist.device))
             sums += torch.stack([loss.float(), correct.float(), count.float()])
         loss, correct, count = dist.all_sum(sums).tolist()
         results[split] = dict(step=step, split=split, loss=loss / max(count, 1), acc=correct / max(count, 1),
@@ -255,8 +257,6 @@ class MetricsLog:
                 f.write(json.dumps({**metrics, "time": round(time.time(), 3)}) + "\n")
 
     def plot(self, path: Path) -> None:
-        from .plot import plot_metrics
-
         plot_metrics(self.path, path)
 
 

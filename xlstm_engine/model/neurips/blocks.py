@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
+from ...config import RuntimeOptions
 from ...config.neurips import mLSTMBlockConfig, sLSTMBlockConfig
-from ..runtime import RuntimeOptions
-from ..state import mLSTMLayerState, sLSTMLayerState
+from ..state import copy_state_, mLSTMLayerState, sLSTMLayerState
 from .components import GatedFeedForward, LayerNorm
 from .mlstm_layer import mLSTMLayer
 from .slstm_layer import sLSTMLayer
@@ -30,8 +30,14 @@ class xLSTMBlock(nn.Module):
             self.ffn_norm = self.ffn = None
 
     def forward(self, x: torch.Tensor, state: mLSTMLayerState | sLSTMLayerState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMLayerState | sLSTMLayerState]:
-        h, state = self.xlstm(self.xlstm_norm(x), state, runtime, resets)
+                resets: torch.Tensor | None = None, inplace: bool = False
+                ) -> tuple[torch.Tensor, mLSTMLayerState | sLSTMLayerState]:
+        """x [B, S, E] -> [B, S, E], new layer state (with inplace, written into the tensors of `state`)."""
+        if isinstance(self.xlstm, mLSTMLayer):
+            h, state = self.xlstm(self.xlstm_norm(x), state, runtime, resets, inplace)
+        else:  # the sLSTM op returns a new state (it has no in-place mode): copied into the given tensors
+            h, new_state = self.xlstm(self.xlstm_norm(x), state, runtime, resets)
+            state = copy_state_(state, new_state) if inplace else new_state
         x = x + h
         if self.ffn is not None:
             x = x + self.ffn(self.ffn_norm(x))

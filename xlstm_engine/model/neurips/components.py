@@ -1,7 +1,7 @@
 """Building blocks of the NeurIPS xLSTM, with the official parameter names and layouts.
 
-Initialization follows the official recipe (spec xlstm_neurips.md §3.1): `small_init` N(0, sqrt(2 / (5 E))) and
-`wang_init` N(0, 2 / L / sqrt(E)), both on the model's embedding dim E.
+Initialization follows the official recipe (model/README.md, "NeurIPS initialization"): `small_init`
+N(0, sqrt(2 / (5 E))) and `wang_init` N(0, 2 / L / sqrt(E)), both on the model's embedding dim E.
 """
 
 import math
@@ -9,6 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..norm import Norm
 
 
 def small_init_(weight: torch.Tensor, dim: int) -> torch.Tensor:
@@ -19,7 +21,7 @@ def wang_init_(weight: torch.Tensor, dim: int, num_blocks: int) -> torch.Tensor:
     return nn.init.normal_(weight, std=2 / num_blocks / math.sqrt(dim))
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(Norm):
     """LayerNorm (eps 1e-5) whose stored weight is an offset: the scale is 1 + weight."""
 
     def __init__(self, dim: int, weight: bool = True, bias: bool = False, eps: float = 1e-5):

@@ -6,19 +6,21 @@
     logits = lm(ids); logits, state = lm.forward_with_state(ids, state); logits, state = lm.step(ids_t, state)
 
 There is no context_length limit: the mLSTM runs chunkwise and the state carries everything, conv history
-included. State: one mLSTMLayerState / sLSTMLayerState per block (`model.state`).
+included. State: one mLSTMLayerState / sLSTMLayerState per block (`model.state`); `allocate_state` gives an empty
+one, which `forward_with_state(..., inplace=True)` updates where it lies (the contract of model/README.md).
 """
 
 import torch
 from torch import nn
 
+from ...config import RuntimeOptions
 from ...config.neurips import xLSTMBlockStackConfig, xLSTMLMModelConfig
-from ...ops.mlstm import check_resets, mLSTMState
+from ...ops.checks import check_resets
 from ...ops.mlstm import check_state as check_mlstm_state
+from ...ops.mlstm import mLSTMState
 from ...ops.slstm import check_state as check_slstm_state
 from ...ops.slstm import sLSTMState
-from ..checks import check_hidden, check_state_type, check_token_ids
-from ..runtime import RuntimeOptions
+from ..checks import check_hidden, check_inplace, check_logits_to_keep, check_state_type, check_token_ids
 from ..state import mLSTMLayerState, sLSTMLayerState, xLSTMStackState
 from .blocks import xLSTMBlock
 from .components import LayerNorm, small_init_
@@ -38,28 +40,55 @@ class xLSTMBlockStack(nn.Module):
         """x [B, S, E] -> y [B, S, E]: the official call (extra keyword arguments are ignored, as there)."""
         return self.forward_with_state(x, resets=resets)[0]
 
-    def forward_with_state(self, x: torch.Tensor, state: xLSTMStackState | None = None,
-                           resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
+    def forward_with_state(self, x: torch.Tensor, state: xLSTMStackState | None = None, *,
+                           resets: torch.Tensor | None = None, inplace: bool = False
+                           ) -> tuple[torch.Tensor, xLSTMStackState]:
         """Process x [B, S, E] (any S >= 1) in parallel from `state` (None: empty). Returns y and the new state.
 
         resets [B, S] (bool, optional): documents start at these tokens; every layer's state (conv history
         included) is emptied there, so packed documents run exactly as if alone.
+        inplace (bool): write the new state into `state`'s tensors (in their dtypes) and return `state` itself;
+        the values equal those of a call without it. For decoding without autograd from `allocate_state`.
         """
         B, S = check_hidden(x, self.config.embedding_dim)
+        check_inplace(state, inplace)
         if state is not None:
             self.check_state(state, B, x.device)
         check_resets(resets, B, S, x.device)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
-            x, block_state = block(x, block_state, self.runtime, resets)
-            new_state.append(_cast(block_state, self.runtime.state_dtype))
-        return self.post_blocks_norm(x), tuple(new_state)
+            x, block_state = block(x, block_state, self.runtime, resets, inplace)
+            new_state.append(block_state if inplace else _cast(block_state, self.runtime.state_dtype))
+        return self.post_blocks_norm(x), (state if inplace else tuple(new_state))
 
     def step(self, x: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
         """One token: x [B, 1, E] -> y [B, 1, E], new state."""
         if isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[1] != 1:  # forward_with_state checks the rest
             raise ValueError(f"step takes one token x [B, 1, E], got shape {tuple(x.shape)}")
         return self.forward_with_state(x, state)
+
+    def allocate_state(self, batch_size: int, device: torch.device | str | None = None,
+                       dtype: torch.dtype | None = None) -> xLSTMStackState:
+        """The empty state for `batch_size` sequences, one layer state per block: the mLSTM memory (C, n, m) or
+        the sLSTM state (h, c, n, m) in `dtype` (default runtime.state_dtype, float32 unless changed), zeros; the
+        conv history [B, K-1, D] zeros in the parameters' dtype (the activations' without autocast), None without
+        a conv. On `device` (default the parameters')."""
+        param = next(self.parameters())
+        device = param.device if device is None else device
+        dtype = self.runtime.state_dtype if dtype is None else dtype
+        state = []
+        for block in self.blocks:
+            c = block.xlstm.config
+            if isinstance(block.xlstm, sLSTMLayer):
+                layer_state, dim = sLSTMLayerState, c.embedding_dim
+                cell = sLSTMState.zeros(batch_size, c.num_heads, c.head_dim, dtype=dtype, device=device)
+            else:
+                layer_state, dim, head_dim = mLSTMLayerState, c.inner_dim, c.inner_dim // c.num_heads
+                cell = mLSTMState.zeros(batch_size, c.num_heads, head_dim, head_dim, dtype=dtype, device=device)
+            K = c.conv1d_kernel_size
+            conv = torch.zeros(batch_size, K - 1, dim, dtype=param.dtype, device=device) if K > 0 else None
+            state.append(layer_state(conv, cell))
+        return tuple(state)
 
     def check_state(self, state: xLSTMStackState, batch_size: int, device: torch.device | None = None) -> None:
         """Raise ValueError (TypeError for a wrong type or dtype) unless `state` fits this stack and batch size:
@@ -110,25 +139,49 @@ class xLSTMLMModel(nn.Module):
 
     @property
     def runtime(self) -> RuntimeOptions:
+        """The stack's runtime options (one object for the whole model)."""
         return self.xlstm_block_stack.runtime
+
+    @runtime.setter
+    def runtime(self, runtime: RuntimeOptions) -> None:
+        self.xlstm_block_stack.runtime = runtime
 
     def forward(self, idx: torch.Tensor, resets: torch.Tensor | None = None) -> torch.Tensor:
         """idx [B, S] -> logits [B, S, vocab_size]. resets [B, S]: documents start there (packed sequences)."""
         return self.forward_with_state(idx, resets=resets)[0]
 
-    def forward_with_state(self, idx: torch.Tensor, state: xLSTMStackState | None = None,
-                           resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
-        """idx [B, S] from `state` -> logits [B, S, vocab_size], new state."""
+    def forward_with_state(self, idx: torch.Tensor, state: xLSTMStackState | None = None, *,
+                           resets: torch.Tensor | None = None, logits_to_keep: int = 0, inplace: bool = False
+                           ) -> tuple[torch.Tensor, xLSTMStackState]:
+        """idx [B, S] from `state` -> logits [B, S or logits_to_keep, vocab_size], new state.
+
+        resets and inplace as in xLSTMBlockStack.forward_with_state; logits_to_keep > 0 keeps the logits of the
+        last positions only (0: all), as in xLSTMLarge.
+        """
         check_token_ids(idx, self.config.vocab_size, "idx")
+        check_logits_to_keep(logits_to_keep)
         x, state = self.xlstm_block_stack.forward_with_state(self.emb_dropout(self.token_embedding(idx)), state,
-                                                             resets)
-        return self.lm_head(x), state
+                                                             resets=resets, inplace=inplace)
+        return self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x), state
 
     def step(self, idx: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:
         """One token idx [B, 1] -> logits [B, 1, vocab_size], new state."""
         if isinstance(idx, torch.Tensor) and idx.ndim == 2 and idx.shape[1] != 1:  # forward_with_state checks the rest
             raise ValueError(f"step takes one token per sequence, idx [B, 1], got shape {tuple(idx.shape)}")
         return self.forward_with_state(idx, state)
+
+    def allocate_state(self, batch_size: int, device: torch.device | str | None = None,
+                       dtype: torch.dtype | None = None) -> xLSTMStackState:
+        """The empty state for `batch_size` sequences (xLSTMBlockStack.allocate_state)."""
+        return self.xlstm_block_stack.allocate_state(batch_size, device, dtype)
+
+    def check_state(self, state: xLSTMStackState, batch_size: int, device: torch.device | None = None) -> None:
+        """Raise unless `state` fits this model and batch size (xLSTMBlockStack.check_state)."""
+        self.xlstm_block_stack.check_state(state, batch_size, device)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding (`token_embedding`), under the name transformers gives it."""
+        return self.token_embedding
 
     def reset_parameters(self) -> None:
         self.xlstm_block_stack.reset_parameters()

@@ -12,12 +12,13 @@ import importlib.util
 
 import torch
 
+from ..checks import check_resets
 from .chunkwise import mlstm_chunkwise
+from .limits import SHORT_PROMPT, TRITON_CHUNK_SIZES, triton_head_dims_fit
 from .naive import mlstm_parallel_naive, mlstm_recurrent_naive
 from .state import mLSTMState
 from .step import mlstm_step
 
-SHORT_PROMPT = 64  # up to this many tokens without autograd, the Triton path is one launch (triton/short.py)
 BACKENDS = ("auto", "triton", "chunkwise", "step", "naive_recurrent", "naive_parallel")
 INPUT_GATES = ("exp", "sigmoid")
 
@@ -62,16 +63,12 @@ def mlstm(
     if backend == "auto":
         backend = "triton" if _triton_fits(q, v, chunk_size) else "step" if S == 1 else "chunkwise"
     if backend == "triton":
-        from .triton import check_inputs as check_triton_inputs  # imported on use: triton is optional
-
-        check_triton_inputs(q, k, v, chunk_size)
+        _triton().check_inputs(q, k, v, chunk_size)
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, i, f, *(initial_state or ())))
     if S == 1 and (backend == "step" or (backend == "triton" and not needs_grad)):
         h, state = _one_step(q, k, v, i, f, initial_state, resets, backend == "triton", inplace, **kwargs)
     elif backend == "triton" and not needs_grad and S <= SHORT_PROMPT and resets is None:
-        from .triton.short import mlstm_short_triton
-
-        h, state = mlstm_short_triton(q, k, v, i, f, initial_state, **kwargs)
+        h, state = _triton().mlstm_short_triton(q, k, v, i, f, initial_state, **kwargs)
     else:
         h, state = _sequence(backend, q, k, v, i, f, initial_state, resets, chunk_size, **kwargs)
     if inplace and state is not initial_state:
@@ -85,9 +82,7 @@ def _sequence(backend: str, q, k, v, i, f, initial_state, resets, chunk_size: in
     if backend == "step":
         raise ValueError(f"backend='step' handles one token, got a sequence of length S={q.shape[1]}")
     if backend == "triton":
-        from .triton import mlstm_triton  # imported on use: triton is optional (CPU installs lack it)
-
-        return mlstm_triton(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
+        return _triton().mlstm_triton(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
     if backend == "chunkwise":
         return mlstm_chunkwise(q, k, v, i, f, initial_state, chunk_size=chunk_size, resets=resets, **kwargs)
     if backend == "naive_recurrent":
@@ -109,19 +104,24 @@ def _one_step(q, k, v, i, f, initial_state, resets, use_triton: bool, inplace: b
     if not use_triton:
         h, state = mlstm_step(q, k, v, i, f, state, **kwargs)
         return h[:, None], state
-    from .triton.step import mlstm_step_triton
-
     out = initial_state if inplace else None
     if out is None and state.C.dtype != torch.float32:  # a new state is float32 or wider, as from every backend
         out = mLSTMState(*(torch.empty_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in state))
-    h, state = mlstm_step_triton(q, k, v, i, f, state, out=out, **kwargs)
+    h, state = _triton().mlstm_step_triton(q, k, v, i, f, state, out=out, **kwargs)
     return h[:, None], state
+
+
+def _triton():
+    """The Triton kernels' package (triton/__init__.py), imported on first use, not at the top of this file:
+    triton is an optional dependency (CPU installs lack it), and only the "triton" backend needs it."""
+    from . import triton
+
+    return triton
 
 
 def _triton_fits(q: torch.Tensor, v: torch.Tensor, chunk_size: int) -> bool:
     """Whether "auto" takes the Triton kernels: CUDA tensors of shapes they support, and triton installed."""
-    DK, DV = q.shape[-1], v.shape[-1]
-    if not q.is_cuda or DK % 16 or DV % 16 or max(DK, DV) > 512 or chunk_size not in (16, 32, 64, 128):
+    if not q.is_cuda or not triton_head_dims_fit(q.shape[-1], v.shape[-1]) or chunk_size not in TRITON_CHUNK_SIZES:
         return False
     return importlib.util.find_spec("triton") is not None
 
@@ -149,17 +149,6 @@ def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend,
     if initial_state is not None:
         check_state(initial_state, B, H, DK, v.shape[-1])
     check_resets(resets, B, S, q.device)
-
-
-def check_resets(resets: torch.Tensor | None, B: int, S: int, device: torch.device) -> None:
-    """Raise unless `resets` is None or a bool tensor [B, S] on `device`."""
-    if resets is None:
-        return
-    if not isinstance(resets, torch.Tensor) or resets.dtype != torch.bool:
-        got = resets.dtype if isinstance(resets, torch.Tensor) else type(resets).__name__
-        raise TypeError(f"resets must be a bool tensor [B, S], got {got}")
-    if tuple(resets.shape) != (B, S) or resets.device != device:
-        raise ValueError(f"resets must have shape {(B, S)} on {device}, got {tuple(resets.shape)} on {resets.device}")
 
 
 def check_state(state: mLSTMState, B: int, H: int, DK: int, DV: int, where: str = "initial_state") -> None:

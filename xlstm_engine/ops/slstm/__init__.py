@@ -14,6 +14,7 @@ The math is in README.md.
 
 import torch
 
+from ..checks import check_resets
 from .naive import slstm_naive
 from .recurrent import slstm_recurrent
 from .state import sLSTMState
@@ -78,16 +79,7 @@ def _check_inputs(x, R, initial_state, function, backend, resets=None) -> None:
                 raise TypeError(f"initial_state.{name} must be a floating-point tensor, got dtype {t.dtype}")
             if t.device != x.device:
                 raise ValueError(f"initial_state.{name} is on {t.device} but x is on {x.device}")
-    if resets is not None:
-        if not isinstance(resets, torch.Tensor):
-            raise TypeError(f"resets must be a bool tensor, got {type(resets).__name__}")
-        if resets.dtype != torch.bool:
-            raise TypeError(f"resets must be a bool tensor, got dtype {resets.dtype}")
-        if tuple(resets.shape) != (B, S):
-            raise ValueError(f"resets must have shape {(B, S)} (B, S) to match x {tuple(x.shape)}, "
-                             f"got {tuple(resets.shape)}")
-        if resets.device != x.device:
-            raise ValueError(f"resets is on {resets.device} but x is on {x.device}")
+    check_resets(resets, B, S, x.device)
 
 
 def check_state(state: sLSTMState, B: int, H: int, D: int, where: str = "initial_state") -> None:

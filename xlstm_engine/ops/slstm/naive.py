@@ -22,14 +22,14 @@ def slstm_naive(
     dtype = torch.promote_types(x.dtype, torch.float32)
     if initial_state is None:
         initial_state = sLSTMState.zeros(B, H, D, dtype=dtype, device=x.device)
-    h, c, n, m = initial_state.to(dtype)
-    xc, R = x.to(dtype), R.to(dtype)
-    hs = []
+    h, c, n, m = initial_state.to(dtype)  # each [B, H, D]
+    x_compute, R = x.to(dtype), R.to(dtype)
+    outputs = []
     for t in range(S):
         if resets is not None:  # a fresh, empty memory; torch.where passes no gradient to the state it replaces
-            r = resets[:, t, None, None]
-            h, c, n, m = (torch.where(r, 0.0, v) for v in (h, c, n, m))
-        raw = xc[:, t] + torch.einsum("bhk,hkgj->bghj", h, R)  # [B, 4, H, D]
+            reset = resets[:, t, None, None]  # [B, 1, 1]
+            h, c, n, m = (torch.where(reset, 0.0, v) for v in (h, c, n, m))
+        raw = x_compute[:, t] + torch.einsum("bhk,hkgj->bghj", h, R)  # x_t + h_{t-1} R: [B, 4, H, D]
         i_raw, f_raw, z_raw, o_raw = raw.unbind(1)
         if function == "slstm":
             lf = m + F.logsigmoid(f_raw)
@@ -43,5 +43,5 @@ def slstm_naive(
         else:  # classic LSTM; n and m are carried unchanged
             c = torch.sigmoid(f_raw) * c + torch.sigmoid(i_raw) * torch.tanh(z_raw)
             h = torch.sigmoid(o_raw) * torch.tanh(c)
-        hs.append(h)
-    return torch.stack(hs, dim=1).to(x.dtype), sLSTMState(h, c, n, m)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1).to(x.dtype), sLSTMState(h, c, n, m)

@@ -9,21 +9,23 @@ views are made once, with in-place and `out=` ops only:
 * backward, per step: the gradient of one step is *linear* in the gradient of its output state, with
   coefficients that depend only on forward values. They are computed for a chunk of steps at once, vectorized
   over time; a step is then 7 small ops for the sLSTM (4 for the LSTM), one `baddbmm` for
-  dh_{t-1} = draw_t Rᵀ + (output gradient) and two copies. dR is one batched matmul per chunk; dx is the draw.
+  dh_{t-1} = d_raw_t Rᵀ + (output gradient) and two copies. dR is one batched matmul per chunk; dx is d_raw.
+  The derivation is in README.md ("The backward").
 
-Layout inside: time-major and head-major, `[S, H, B, 4, D]`, gates in the external order (i, f, z, o). The pairs a
-step needs are then adjacent or strided slots: (i, lf) for the stabilizer, (i, i·tanh z) at stride 2 for the
-(n, c) update, (z, o) for the output gradients. The history `[S + 1, H, B, 4, D]` holds (h, n, c, m) after every
-step (row 0 is the initial state). Memory: the pre-activations and the history are kept for the backward, 8
-numbers per step and channel; the backward adds dx and chunk-sized buffers.
+Layout inside: time-major and head-major, `[S, H, B, slot, D]`. The pre-activations `raw` keep the op's gate order
+(i, f, z, o); the states keep sLSTMState's order (h, c, n, m), in the history `[S + 1, H, B, 4, D]` of the states
+after every step (row 0 is the initial state). The step workspace has one slot more, in front:
+(i·tanh z, i, f, z, o), so that each pair a step needs is a view: (i, lf) for the stabilizer, and
+(i·tanh z, i) for the update of (c, n). The backward's gradient of the state is (dm, dn, dc, dh), the state's order
+reversed, for the same reason. Memory: the pre-activations and the history are kept for the backward, 8 numbers
+per step and channel; the backward adds dx and chunk-sized buffers.
 
 Resets (packed documents): before a step where some sequence is reset, its carried state is set in place (after
-it was saved: the history keeps the outputs) to (h, n, c, m) = (0, 0, 0, -inf) for the sLSTM, zeros for the LSTM:
-one multiply by a 0/1 mask, and for the sLSTM one add of 0/-inf to m. m = -inf makes the plain step compute the
-first step of a fresh sequence exactly: lf = -inf, so m = max(i, lf) = i (the first-step rule), i = 1 and f = 0
-(no clamp needed). The backward takes the same states before the steps (one op per chunk) and cuts the gradient
-of the state before a reset: the coefficients there cut (dm, dn, dc) (see _RESET_FILL), and dh_{t-1} is cut by
-one multiply of the (stored) draw by the mask. Steps without a reset, and calls without resets, run as before.
+it was saved: the history keeps the outputs) to (h, c, n, m) = (0, 0, 0, -inf) for the sLSTM, zeros for the LSTM,
+by one select. m = -inf makes the plain step compute the first step of a fresh sequence exactly (see
+_RESET_FILL). The backward takes the same states before the steps (one op per chunk) and cuts the gradient of the
+state before a reset: the coefficients there cut (dm, dn, dc), and dh_{t-1} is cut by one multiply of the (stored)
+d_raw by the mask (README.md, "Resets"). Steps without a reset, and calls without resets, run as before.
 """
 
 from typing import NamedTuple
@@ -65,86 +67,92 @@ class _Resets(NamedTuple):
     steps: list[bool]  # [S]: does any sequence reset before step t
     mask: torch.Tensor  # [S, 1, B, 1, 1] bool
     keep: torch.Tensor  # [S, 1, B, 1, 1] 1 - mask in the compute dtype
-    fill: torch.Tensor | None  # [1, 1, 4, 1]: the reset state (h, n, c, m), see _RESET_FILL (forward only)
+    fill: torch.Tensor | None  # [1, 1, 4, 1]: the reset state (h, c, n, m), see _RESET_FILL (forward only)
 
     @classmethod
-    def make(cls, resets: torch.Tensor, steps: list[bool], x: torch.Tensor, lstm: bool) -> "_Resets":
-        S, B = len(steps), resets.shape[0]
-        mask = resets.t().reshape(S, 1, B, 1, 1)
+    def make(cls, reset_flags: torch.Tensor, steps: list[bool], x: torch.Tensor, lstm: bool) -> "_Resets":
+        """reset_flags [B, S] bool; steps [S]: reset_flags.any(0)."""
+        S, B = len(steps), reset_flags.shape[0]
+        mask = reset_flags.t().reshape(S, 1, B, 1, 1)
         return cls(steps, mask, (~mask).to(x.dtype), _reset_fill(x, lstm).view(1, 1, 4, 1))
 
 
 class _sLSTMFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, R, h0, c0, n0, m0, lstm: bool, resets, reset_steps):
+    def forward(ctx, x, R, h0, c0, n0, m0, lstm: bool, reset_flags, reset_steps):
+        """x [B, S, 4, H, D]; R [H, D, 4, D]; h0, c0, n0, m0 [B, H, D]; reset_flags [B, S] bool or None.
+
+        Returns h [B, S, H, D] and the final h, c, n, m [B, H, D].
+        """
         B, S, _, H, D = x.shape
-        Rk = R.reshape(H, D, 4 * D)
+        R_flat = R.reshape(H, D, 4 * D)  # all gates of a head in one matmul
         # [S, H, B, 4, D]: x_t, then the pre-activations x_t + h_{t-1} R. Always a copy (the loop writes into it;
         # `.contiguous()` would return x itself where the permutation is trivial, as for B = H = 1)
-        X = x.new_empty(S, H, B, 4, D).copy_(x.permute(1, 3, 0, 2, 4))
-        St = x.new_empty(S + 1, H, B, 4, D)  # history of (h, n, c, m); row 0 is the initial state
-        St[0] = torch.stack((h0, n0, c0, m0), dim=2).transpose(0, 1)
+        raw = x.new_empty(S, H, B, 4, D).copy_(x.permute(1, 3, 0, 2, 4))
+        history = x.new_empty(S + 1, H, B, 4, D)  # the states (h, c, n, m); row 0 is the initial state
+        history[0] = torch.stack((h0, c0, n0, m0), dim=2).transpose(0, 1)
         # The history holds the states after each step, before any reset (the outputs); only row 0, the initial
         # state, is stored after its reset.
-        rs = None if resets is None else _Resets.make(resets, reset_steps, x, lstm)
-        if rs is not None and reset_steps[0]:
-            torch.where(rs.mask[0], rs.fill, St[0], out=St[0])
-        (_lstm_forward if lstm else _slstm_forward)(X, Rk, St, rs)
-        ctx.save_for_backward(X, Rk, St, *((None, None) if rs is None else (rs.mask, rs.keep)))
+        resets = None if reset_flags is None else _Resets.make(reset_flags, reset_steps, x, lstm)
+        if resets is not None and reset_steps[0]:
+            torch.where(resets.mask[0], resets.fill, history[0], out=history[0])
+        (_lstm_forward if lstm else _slstm_forward)(raw, R_flat, history, resets)
+        ctx.save_for_backward(raw, R_flat, history, *((None, None) if resets is None else (resets.mask, resets.keep)))
         ctx.lstm, ctx.reset_steps = lstm, reset_steps
-        h, n, c, m = St[S].transpose(0, 1).unbind(2)  # [B, H, D]
-        return St[1:, :, :, 0].permute(2, 0, 1, 3).contiguous(), h.contiguous(), c.contiguous(), n.contiguous(), \
-            m.contiguous()
+        h, c, n, m = history[S].transpose(0, 1).unbind(2)  # [B, H, D]
+        h_seq = history[1:, :, :, 0].permute(2, 0, 1, 3)  # [B, S, H, D]
+        return h_seq.contiguous(), h.contiguous(), c.contiguous(), n.contiguous(), m.contiguous()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dh_seq, dhS, dcS, dnS, dmS):
-        X, Rk, St, mask, keep = ctx.saved_tensors
-        S, H, B, _, D = X.shape
+    def backward(ctx, dh_seq, dh_last, dc_last, dn_last, dm_last):
+        raw, R_flat, history, mask, keep = ctx.saved_tensors
+        S, H, B, _, D = raw.shape
         lstm, reset_steps = ctx.lstm, ctx.reset_steps
-        rs = None if reset_steps is None else _Resets(reset_steps, mask, keep, None)
-        gout = dh_seq.permute(1, 2, 0, 3)  # [S, H, B, D], a view
-        # gradient of the state after the current step: (dm, dn, dc, dh) for the sLSTM, (dc, dh) for the LSTM
-        TOT = X.new_empty(2 if lstm else 4, H, B, D)
-        TOT[-1] = gout[S - 1] + dhS.transpose(0, 1)
-        TOT[-2] = dcS.transpose(0, 1)
+        resets = None if reset_steps is None else _Resets(reset_steps, mask, keep, None)
+        dh_out = dh_seq.permute(1, 2, 0, 3)  # [S, H, B, D], a view: the gradient of each step's output
+        # the gradient of the state after the current step: (dm, dn, dc, dh) for the sLSTM, (dc, dh) for the LSTM
+        d_state = raw.new_empty(2 if lstm else 4, H, B, D)
+        d_state[-1] = dh_out[S - 1] + dh_last.transpose(0, 1)
+        d_state[-2] = dc_last.transpose(0, 1)
         if not lstm:
-            TOT[0], TOT[1] = dmS.transpose(0, 1), dnS.transpose(0, 1)
-        coefficients, step = (_lstm_coefficients, _lstm_backward) if lstm else (_slstm_coefficients, _slstm_backward)
-        T = min(S, max(16, _CHUNK_ELEMENTS // (H * B * D)))
-        rule_always = bool((St[0, :, :, 1] < 0).any())  # see _slstm_forward
-        fill = None if rs is None else _reset_fill(X, lstm).view(4, 1, 1, 1, 1)
-        DR = X.new_empty(H, T, B, 4, D)  # gradient of the pre-activations of one chunk of steps, head-major
-        dx = X.new_empty(B, S, 4, H, D)
-        dR = torch.zeros_like(Rk)
-        RT = Rk.transpose(1, 2)
-        for t1 in range(S, 0, -T):
-            t0 = max(0, t1 - T)
-            # the pre-activations of steps t0..t1-1 and the states around them, gate-major
-            G = X[t0:t1].permute(3, 0, 1, 2, 4).contiguous()  # [(i, f, z, o), T, H, B, D]
-            P = St[t0:t1 + 1].permute(3, 0, 1, 2, 4).contiguous()  # [(h, n, c, m), T + 1, H, B, D]
-            before, after = P[:, :-1], P[:, 1:]  # the states before and after each step
-            dr = DR[:, :t1 - t0]
+            d_state[0], d_state[1] = dm_last.transpose(0, 1), dn_last.transpose(0, 1)
+        coefficients, backward_steps = (_lstm_coefficients, _lstm_backward) if lstm else \
+            (_slstm_coefficients, _slstm_backward)
+        chunk_len = min(S, max(16, _CHUNK_ELEMENTS // (H * B * D)))
+        rule_always = bool((history[0, :, :, 2] < 0).any())  # some n starts negative: see _slstm_forward
+        fill = None if resets is None else _reset_fill(raw, lstm).view(4, 1, 1, 1, 1)
+        d_raw_chunk = raw.new_empty(H, chunk_len, B, 4, D)  # gradient of the pre-activations of a chunk
+        dx = raw.new_empty(B, S, 4, H, D)
+        dR = torch.zeros_like(R_flat)
+        R_flat_t = R_flat.transpose(1, 2)  # [H, 4D, D]
+        for t1 in range(S, 0, -chunk_len):
+            t0 = max(0, t1 - chunk_len)
+            # the pre-activations of steps t0..t1-1 and the states around them, slot-major
+            gates = raw[t0:t1].permute(3, 0, 1, 2, 4).contiguous()  # [(i, f, z, o), T, H, B, D]
+            states = history[t0:t1 + 1].permute(3, 0, 1, 2, 4).contiguous()  # [(h, c, n, m), T + 1, H, B, D]
+            before, after = states[:, :-1], states[:, 1:]  # the states before and after each step
+            d_raw = d_raw_chunk[:, :t1 - t0]
             reset = reset_steps is not None and any(reset_steps[t0:t1])
             if reset:  # the states as the steps saw them, after their resets
                 chunk_mask = mask[t0:t1].view(1, t1 - t0, 1, B, 1)
                 before = torch.where(chunk_mask, fill, before)
-            rule = slice(None) if rule_always else slice(0, 1) if t0 == 0 else None
-            C = coefficients(G, before, after, rule)  # [T, K, H, B, D]
+            rule_steps = slice(None) if rule_always else slice(0, 1) if t0 == 0 else None
+            coeffs = coefficients(gates, before, after, rule_steps)  # [T, K, H, B, D]
             if reset:  # the last coefficient, f, carries (dn, dc) back through the step: cut at the resets
-                C[:, -1].masked_fill_(chunk_mask[0], 0.0)
-            step(C, gout, dr, TOT, RT, t0, t1, rs)
+                coeffs[:, -1].masked_fill_(chunk_mask[0], 0.0)
+            backward_steps(coeffs, dh_out, d_raw, d_state, R_flat_t, t0, t1, resets)
             h_prev = before[0].transpose(0, 1).reshape(H, -1, D)  # [H, T B, D]
-            dR.baddbmm_(h_prev.transpose(1, 2), dr.reshape(H, -1, 4 * D))
-            dx[:, t0:t1] = dr.permute(2, 1, 3, 0, 4)
+            dR.baddbmm_(h_prev.transpose(1, 2), d_raw.reshape(H, -1, 4 * D))
+            dx[:, t0:t1] = d_raw.permute(2, 1, 3, 0, 4)
         if lstm:
-            dc0, dh0 = (t.transpose(0, 1) for t in TOT)
-            dn0, dm0 = dnS, dmS  # carried unchanged, unless a reset zeroed them
-            if rs is not None:
+            dc0, dh0 = (t.transpose(0, 1) for t in d_state)
+            dn0, dm0 = dn_last, dm_last  # carried unchanged, unless a reset zeroed them
+            if resets is not None:
                 reset_rows = mask.any(0).view(B, 1, 1)
                 dn0, dm0 = dn0.masked_fill(reset_rows, 0.0), dm0.masked_fill(reset_rows, 0.0)
         else:
-            dm0, dn0, dc0, dh0 = (t.transpose(0, 1) for t in TOT)
+            dm0, dn0, dc0, dh0 = (t.transpose(0, 1) for t in d_state)
         return dx, dR.view(H, D, 4, D), dh0, dc0, dn0, dm0, None, None, None
 
 
@@ -157,66 +165,83 @@ def _neg_log_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return F.softplus(-x, threshold=40.0)
 
 
-def _forward_buffers(X: torch.Tensor, St: torch.Tensor):
-    """The step workspace W [H, B, 4, D] and two state buffers used in turn, each with its slot views."""
-    W = X.new_empty(X.shape[1:])
-    bufs = [St[0].clone(), St[0].clone()]
-    views = [(s, *s.unbind(2), s[:, :, 1:3], s[:, :, 3:4]) for s in bufs]  # all, h, n, c, m, (n, c), m
-    H, B = W.shape[:2]
-    return W, views, X.view(X.shape[0], H, B, -1).unbind(0), St.unbind(0)
+class _StateViews(NamedTuple):
+    """A state buffer [H, B, 4, D] in the order (h, c, n, m), and the views of it that a step needs."""
+
+    all: torch.Tensor  # [H, B, 4, D]
+    h: torch.Tensor  # [H, B, D]
+    c: torch.Tensor
+    n: torch.Tensor
+    m: torch.Tensor
+    cn: torch.Tensor  # [H, B, 2, D]: (c, n)
+    m_keepdim: torch.Tensor  # [H, B, 1, D]: m, broadcast over a pair of slots
 
 
-def _slstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor, rs: _Resets | None) -> None:
-    n0 = St[0, :, :, 1]
+def _forward_buffers(raw: torch.Tensor, history: torch.Tensor):
+    """The step workspace [H, B, 5, D] (slots (i·tanh z, i, f, z, o)), two state buffers used in turn (before and
+    after a step) as _StateViews, the rows of raw ([H, B, 4 D] each) and the rows of history."""
+    S, H, B, _, D = raw.shape
+    work = raw.new_empty(H, B, 5, D)
+    buffers = [history[0].clone(), history[0].clone()]
+    states = [_StateViews(s, *s.unbind(2), s[:, :, 1:3], s[:, :, 3:4]) for s in buffers]
+    return work, states, raw.view(S, H, B, 4 * D).unbind(0), history.unbind(0)
+
+
+def _slstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tensor, resets: _Resets | None) -> None:
+    """The sLSTM steps. raw [S, H, B, 4, D]: x_t in, x_t + h_{t-1} R out; R_flat [H, D, 4 D]; history
+    [S + 1, H, B, 4, D]: the initial state (h, c, n, m) in row 0, the state after each step written to the others."""
+    n0 = history[0, :, :, 2]
     # The first-step rule (m = i where n = 0) can only bind where n = 0. From n >= 0 every step leaves n > 0
     # (n = f n + i with i = 1 or f = 1), so the rule is needed at step 0 only, unless some n starts negative.
     # (After a reset, m = -inf applies it without a check; see _RESET_FILL.)
     rule_at_start = bool((n0 == 0).any())
     rule_always = bool((n0 < 0).any())
-    W, views, xs, history = _forward_buffers(X, St)
-    wi, wf, wz, wo = W.unbind(2)
-    w_if, w_i_iz, wf1 = W[:, :, 0:2], W[:, :, 0::2], W[:, :, 1:2]
-    for t in range(len(xs)):
-        _, h_p, n_p, _, m_p, nc_p, _ = views[t % 2]
-        new, h, n, c, m, nc, m1 = views[(t + 1) % 2]
-        W.copy_(xs[t].baddbmm_(h_p, Rk).view(W.shape))  # raw = x_t + h_{t-1} R, kept in X for the backward
-        torch.sub(m_p, _neg_log_sigmoid(wf), out=wf)  # lf = m + log sigmoid(f)
-        torch.maximum(wi, wf, out=m)
-        rule = rule_always or (rule_at_start and t == 0)
-        if rule:
-            torch.where(n_p == 0, wi, m, out=m)
-        w_if.sub_(m1).exp_()  # (i, f) = exp((i, lf) - m)
-        if rule:
-            w_if.clamp_(max=1.0)  # only the first-step rule can leave f > 1
-        wz.tanh_().mul_(wi)
-        torch.addcmul(w_i_iz, wf1, nc_p, out=nc)  # (n, c) = f (n, c) + (i, i tanh z)
-        torch.div(c, n, out=h).mul_(wo.sigmoid_())
-        _save_and_reset(new, history, t + 1, rs)
+    work, states, raw_rows, history_rows = _forward_buffers(raw, history)
+    # each slot holds a pre-activation, then its gate: i, and f (via lf), are overwritten in place
+    i_tanh_z, i, f, z, o = work.unbind(2)
+    gates = work[:, :, 1:]  # (i, f, z, o)
+    i_f, i_tanh_z_i, f_keepdim = work[:, :, 1:3], work[:, :, 0:2], work[:, :, 2:3]
+    for t in range(len(raw_rows)):
+        _, h_prev, _, n_prev, m_prev, cn_prev, _ = states[t % 2]
+        new, h, c, n, m, cn, m_keepdim = states[(t + 1) % 2]
+        # x_t + h_{t-1} R, kept in raw for the backward
+        gates.copy_(raw_rows[t].baddbmm_(h_prev, R_flat).view(gates.shape))
+        torch.sub(m_prev, _neg_log_sigmoid(f), out=f)  # lf = m_{t-1} + log sigmoid(f)
+        torch.maximum(i, f, out=m)
+        apply_rule = rule_always or (rule_at_start and t == 0)
+        if apply_rule:
+            torch.where(n_prev == 0, i, m, out=m)
+        i_f.sub_(m_keepdim).exp_()  # (i, f) = exp((i, lf) - m)
+        if apply_rule:
+            i_f.clamp_(max=1.0)  # only the first-step rule can leave f > 1
+        torch.mul(z.tanh_(), i, out=i_tanh_z)
+        torch.addcmul(i_tanh_z_i, f_keepdim, cn_prev, out=cn)  # (c, n) = f (c, n) + (i tanh z, i)
+        torch.div(c, n, out=h).mul_(o.sigmoid_())
+        _save_and_reset(new, history_rows, t + 1, resets)
 
 
-def _lstm_forward(X: torch.Tensor, Rk: torch.Tensor, St: torch.Tensor, rs: _Resets | None) -> None:
-    W, views, xs, history = _forward_buffers(X, St)  # n and m are carried unchanged in the buffers
-    wi, wf, wz, wo = W.unbind(2)
-    w_if = W[:, :, 0:2]
-    for t in range(len(xs)):
-        _, h_p, _, c_p, _, _, _ = views[t % 2]
-        new, h, _, c, _, _, _ = views[(t + 1) % 2]
-        W.copy_(xs[t].baddbmm_(h_p, Rk).view(W.shape))
-        w_if.sigmoid_()
-        wo.sigmoid_()
-        wz.tanh_().mul_(wi)
-        torch.addcmul(wz, wf, c_p, out=c)
-        torch.tanh(c, out=h).mul_(wo)
-        _save_and_reset(new, history, t + 1, rs)
+def _lstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tensor, resets: _Resets | None) -> None:
+    """The LSTM steps, as _slstm_forward; n and m are carried unchanged in the state buffers."""
+    work, states, raw_rows, history_rows = _forward_buffers(raw, history)
+    _, i, f, z, o = work.unbind(2)  # slot 0 is unused
+    gates, i_f = work[:, :, 1:], work[:, :, 1:3]
+    for t in range(len(raw_rows)):
+        _, h_prev, c_prev, _, _, _, _ = states[t % 2]
+        new, h, c, _, _, _, _ = states[(t + 1) % 2]
+        gates.copy_(raw_rows[t].baddbmm_(h_prev, R_flat).view(gates.shape))
+        i_f.sigmoid_()
+        o.sigmoid_()
+        z.tanh_().mul_(i)
+        torch.addcmul(z, f, c_prev, out=c)
+        torch.tanh(c, out=h).mul_(o)
+        _save_and_reset(new, history_rows, t + 1, resets)
 
 
-# What a reset writes into the state (h, n, c, m) (selected, not multiplied by 0, so that a NaN or inf in one
-# document's state reaches no later document). For the sLSTM m = -inf instead of 0: the step after it then
-# computes exactly what the definition (m = 0, then the first-step rule) gives, with no extra op: lf = -inf, so
-# m = max(i, lf) = i, i = 1, f = exp(lf - m) = 0. In the backward's coefficients (d = i - lf = +inf) the same
-# values give i = 1, w = 1 and f = 0, hence Pn = Pc = 0 and dm_{t-1} = dm - (dm w + dn Pn + dc Pc) = 0: no
-# gradient reaches m before the reset, and f = 0 stops (dn, dc). The -inf never leaves the op: the history keeps
-# the states before resets, and the step overwrites m. The LSTM carries m unchanged, so it resets it to 0.
+# What a reset writes into the state (h, c, n, m) (selected, not multiplied by 0, so that a NaN or inf in one
+# document's state reaches no later document). For the sLSTM m = -inf instead of 0: the step after it then computes
+# exactly what the definition gives (m = 0, then the first-step rule), with no extra op, and its backward cuts the
+# gradient of (m, n, c) before it (README.md, "Resets"). The -inf never leaves the op: the history keeps the states
+# before resets, and the step overwrites m. The LSTM carries m unchanged, so it resets it to 0.
 _RESET_FILL = {False: (0.0, 0.0, 0.0, -float("inf")), True: (0.0, 0.0, 0.0, 0.0)}
 
 
@@ -224,109 +249,126 @@ def _reset_fill(like: torch.Tensor, lstm: bool) -> torch.Tensor:
     return like.new_tensor(_RESET_FILL[lstm])
 
 
-def _save_and_reset(new: torch.Tensor, history, t: int, rs: _Resets | None) -> None:
+def _save_and_reset(new: torch.Tensor, history_rows, t: int, resets: _Resets | None) -> None:
     """Store the state `new` [H, B, 4, D] after step t - 1 in the history, then reset the sequences reset before
-    step t (if t < S): (h, n, c) = 0, m = -inf (sLSTM) or 0 (LSTM)."""
-    history[t].copy_(new)
-    if rs is not None and t < len(rs.steps) and rs.steps[t]:
-        torch.where(rs.mask[t], rs.fill, new, out=new)
+    step t (if t < S): (h, c, n) = 0, m = -inf (sLSTM) or 0 (LSTM)."""
+    history_rows[t].copy_(new)
+    if resets is not None and t < len(resets.steps) and resets.steps[t]:
+        torch.where(resets.mask[t], resets.fill, new, out=new)
 
 
 # The backward of one step maps the gradient of its output state linearly to the gradient of its pre-activations
-# (draw, stored in DR) and of its input state (updated in place in TOT). The coefficients of that map are computed
-# for the steps t0..t1-1 at once, as C [T, K, H, B, D]; each step copies its row into a fixed buffer, so that the
-# views its ops need are made once.
+# (d_raw) and of its input state (updated in place in d_state); README.md, "The backward", derives the map. Its
+# coefficients are computed for the steps t0..t1-1 at once, as coeffs [T, K, H, B, D]; each step copies its row
+# into a fixed buffer, so that the views its ops need are made once. A coefficient named `da_to_db` is what the
+# gradient da is multiplied by to give (its share of) db.
 #
-# At a step t with a reset, the draw is that of a step from the reset state (the chunk's states before the steps
-# are taken after their resets), and the gradient of the state before it is cut: (dm, dn, dc) by the coefficients
-# (see _RESET_FILL), dh_{t-1} by zeroing the draw of those sequences after it is stored, so that
-# dh_{t-1} = draw Rᵀ + gout is the output gradient alone.
+# At a step t with a reset, d_raw is that of a step from the reset state (the chunk's states before the steps are
+# taken after their resets), and the gradient of the state before it is cut: (dm, dn, dc) by the coefficients,
+# dh_{t-1} by zeroing d_raw of those sequences after it is stored, so that dh_{t-1} = d_raw Rᵀ + dh_out is the
+# output gradient alone.
 
 
-def _backward_buffers(C: torch.Tensor, DR: torch.Tensor, gout: torch.Tensor):
-    H, _, B, _, D = DR.shape
-    draw = DR.new_empty(H, B, 4, D)
-    return C.new_empty(C.shape[1:]), draw, draw.view(H, B, 4 * D), C.unbind(0), gout.unbind(0), DR.unbind(1)
+def _backward_buffers(coeffs: torch.Tensor, d_raw: torch.Tensor, dh_out: torch.Tensor):
+    """The buffers of one step: its coefficients [K, H, B, D], its d_raw [H, B, 4, D] (and flat, [H, B, 4 D]); and
+    the rows of coeffs, dh_out and d_raw (the chunk's, [H, T, B, 4, D]) by step."""
+    H, _, B, _, D = d_raw.shape
+    d_raw_step = d_raw.new_empty(H, B, 4, D)
+    return (coeffs.new_empty(coeffs.shape[1:]), d_raw_step, d_raw_step.view(H, B, 4 * D), coeffs.unbind(0),
+            dh_out.unbind(0), d_raw.unbind(1))
 
 
-def _slstm_coefficients(G: torch.Tensor, before: torch.Tensor, after: torch.Tensor, rule: slice | None):
-    """G: pre-activations (i, f, z, o) [4, T, H, B, D]; before, after: the states (h, n, c, m) [4, T, H, B, D]
-    before each step (after its reset) and after it.
+def _slstm_coefficients(gates: torch.Tensor, before: torch.Tensor, after: torch.Tensor, rule_steps: slice | None):
+    """The coefficients of the backward of steps t0..t1-1 [T, 9, H, B, D], in the order _slstm_backward reads them.
 
-    `rule`: the steps where the first-step rule may bind (see _slstm_forward), or None.
+    gates: pre-activations (i, f, z, o) [4, T, H, B, D]; before, after: the states (h, c, n, m) [4, T, H, B, D]
+    before each step (after its reset) and after it. rule_steps: the steps where the first-step rule may bind
+    (see _slstm_forward), or None.
     """
-    i_raw, f_raw, z_raw, o_raw = G
-    n_p, c_p, m_p = before[1], before[2], before[3]
-    h, n = after[0], after[1]
-    d = i_raw - torch.sub(m_p, _neg_log_sigmoid(f_raw))  # i_raw - lf, lf as the forward computes it; m = max(i_raw, lf)
-    i = torch.exp(d.clamp(max=0.0))  # exp(i_raw - m)
-    f = torch.exp(d.clamp(min=0.0).neg_())  # exp(lf - m)
-    w = torch.sign(d).add_(1.0).mul_(0.5)  # the share of dm that torch.maximum routes to i_raw: 1, 0, 1/2 at ties
-    df = f  # d f / d(lf - m)
-    if rule is not None and bool((first := n_p[rule] == 0).any()):
-        # the first-step rule: m = i_raw, so i = 1, and f = min(exp(-d), 1) passes no gradient at d < 0
-        i[rule] = torch.where(first, 1.0, i[rule])
-        w[rule] = torch.where(first, 1.0, w[rule])
-        df = f.clone()
-        df[rule] = torch.where(first & (d[rule] < 0), 0.0, f[rule])
-    zt = torch.tanh(z_raw)
+    i_raw, f_raw, z_raw, o_raw = gates
+    c_prev, n_prev, m_prev = before[1], before[2], before[3]
+    h, n = after[0], after[2]
+    # i_raw - lf, with lf as the forward computes it; m = max(i_raw, lf)
+    i_minus_lf = i_raw - torch.sub(m_prev, _neg_log_sigmoid(f_raw))
+    i = torch.exp(i_minus_lf.clamp(max=0.0))  # exp(i_raw - m)
+    f = torch.exp(i_minus_lf.clamp(min=0.0).neg_())  # exp(lf - m)
+    dm_di = torch.sign(i_minus_lf).add_(1.0).mul_(0.5)  # the share of dm that torch.maximum routes to i_raw
+    df_dlf = f  # d f / d(lf - m)
+    if rule_steps is not None and bool((empty := n_prev[rule_steps] == 0).any()):
+        # the first-step rule: m = i_raw, so i = 1, and f = min(exp(lf - i_raw), 1) passes no gradient where it clamps
+        i[rule_steps] = torch.where(empty, 1.0, i[rule_steps])
+        dm_di[rule_steps] = torch.where(empty, 1.0, dm_di[rule_steps])
+        df_dlf = f.clone()
+        df_dlf[rule_steps] = torch.where(empty & (i_minus_lf[rule_steps] < 0), 0.0, f[rule_steps])
+    tanh_z = torch.tanh(z_raw)
     o = torch.sigmoid(o_raw)
-    iw, wdf = (1 - w) * i, w * df
-    Pn = iw - wdf * n_p  # d i_raw / d n_t, through i and through m
-    Pc = iw * zt - wdf * c_p  # d i_raw / d c_t
-    # (dh/dn, dh/dc), (dc/dz_raw, dh/do_raw), (di_raw/dm, di_raw/dn, di_raw/dc), d log sigmoid(f_raw), f
-    return torch.stack([-h / n, o / n, i * (1 - zt * zt), h * (1 - o), w, Pn, Pc, torch.sigmoid(-f_raw), f], 1)
+    di_di, neg_df_di = (1 - dm_di) * i, dm_di * df_dlf  # d i / d i_raw and -d f / d i_raw, both also through m
+    dn_di = di_di - neg_df_di * n_prev  # d n / d i_raw
+    dc_di = di_di * tanh_z - neg_df_di * c_prev  # d c / d i_raw
+    # dh_to_dnc (d h / d n, d h / d c), dch_to_dzo (d c / d z_raw, d h / d o_raw), dmnc_to_di (d (m, n, c) / d i_raw),
+    # dlf_to_df (d log sigmoid(f_raw) / d f_raw), f
+    return torch.stack([-h / n, o / n, i * (1 - tanh_z * tanh_z), h * (1 - o), dm_di, dn_di, dc_di,
+                        torch.sigmoid(-f_raw), f], 1)
 
 
-def _slstm_backward(C, gout, DR, TOT, RT, t0, t1, rs: _Resets | None) -> None:
-    Cs, draw, draw_flat, rows, gouts, DRs = _backward_buffers(C, DR, gout)
-    ba, q_ho, wPnPc, sf, f = Cs[0:2], Cs[2:4], Cs[4:7], Cs[7], Cs[8]
-    dm, dnc, dmnc, dch, dh = TOT[0], TOT[1:3], TOT[0:3], TOT[2:4], TOT[3]
-    di, df, draw_zo = draw[:, :, 0], draw[:, :, 1], draw[:, :, 2:4].permute(2, 0, 1, 3)
-    prod = TOT.new_empty(3, *dh.shape)
+def _slstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, resets: _Resets | None) -> None:
+    """Steps t1-1 down to t0: d_state (dm, dn, dc, dh) [4, H, B, D], the gradient of the state after step t1 - 1
+    (dh with its output gradient), becomes that of the state before step t0; d_raw [H, T, B, 4, D] is written.
+
+    coeffs [T, 9, H, B, D] from _slstm_coefficients; dh_out [S, H, B, D]; R_flat_t [H, 4 D, D]."""
+    step_coeffs, d_raw_step, d_raw_step_flat, coeff_rows, dh_out_rows, d_raw_rows = \
+        _backward_buffers(coeffs, d_raw, dh_out)
+    dh_to_dnc, dch_to_dzo, dmnc_to_di = step_coeffs[0:2], step_coeffs[2:4], step_coeffs[4:7]
+    dlf_to_df, f = step_coeffs[7], step_coeffs[8]
+    dm, dnc, dmnc, dch, dh = d_state[0], d_state[1:3], d_state[0:3], d_state[2:4], d_state[3]
+    di, df, dzo = d_raw_step[:, :, 0], d_raw_step[:, :, 1], d_raw_step[:, :, 2:4].permute(2, 0, 1, 3)
+    products = d_state.new_empty(3, *dh.shape)
     for t in range(t1 - 1, t0 - 1, -1):
-        Cs.copy_(rows[t - t0])
-        dnc.addcmul_(ba, dh)  # (dn, dc) += (dh/dn, dh/dc) dh
-        torch.mul(dch, q_ho, out=draw_zo)  # (dz, do)
-        torch.sum(torch.mul(dmnc, wPnPc, out=prod), 0, out=di)
-        dm.sub_(di)  # dm_{t-1} = d lf
-        torch.mul(dm, sf, out=df)
-        dnc.mul_(f)
-        DRs[t - t0].copy_(draw)
-        if rs is not None and rs.steps[t]:
-            draw.mul_(rs.keep[t])  # no dh_{t-1} through the reset
+        step_coeffs.copy_(coeff_rows[t - t0])
+        dnc.addcmul_(dh_to_dnc, dh)  # (dn, dc) += (d h / d n, d h / d c) dh
+        torch.mul(dch, dch_to_dzo, out=dzo)  # (dz, do)
+        torch.sum(torch.mul(dmnc, dmnc_to_di, out=products), 0, out=di)
+        dm.sub_(di)  # dm_{t-1} = d lf = dm - di
+        torch.mul(dm, dlf_to_df, out=df)
+        dnc.mul_(f)  # (dn, dc)_{t-1}
+        d_raw_rows[t - t0].copy_(d_raw_step)
+        if resets is not None and resets.steps[t]:
+            d_raw_step.mul_(resets.keep[t])  # no dh_{t-1} through the reset
         if t > 0:
-            torch.baddbmm(gouts[t - 1], draw_flat, RT, out=dh)
+            torch.baddbmm(dh_out_rows[t - 1], d_raw_step_flat, R_flat_t, out=dh)
         else:
-            torch.bmm(draw_flat, RT, out=dh)
+            torch.bmm(d_raw_step_flat, R_flat_t, out=dh)
 
 
-def _lstm_coefficients(G: torch.Tensor, before: torch.Tensor, after: torch.Tensor, rule: slice | None):
-    z_raw, o_raw = G[2], G[3]
-    c_p, c = before[2], after[2]
-    (i, f), o = torch.sigmoid(G[0:2]), torch.sigmoid(o_raw)
-    zt = torch.tanh(z_raw)
-    tc = torch.tanh(c)
-    # dh/dc, (dc/di_raw, dc/df_raw), (dc/dz_raw, dh/do_raw), f
-    return torch.stack([o * (1 - tc * tc), zt * i * (1 - i), c_p * f * (1 - f), i * (1 - zt * zt),
-                        tc * o * (1 - o), f], 1)
+def _lstm_coefficients(gates: torch.Tensor, before: torch.Tensor, after: torch.Tensor, rule_steps: slice | None):
+    """The LSTM's as _slstm_coefficients: [T, 6, H, B, D]. rule_steps is unused."""
+    z_raw, o_raw = gates[2], gates[3]
+    c_prev, c = before[1], after[1]
+    (i, f), o = torch.sigmoid(gates[0:2]), torch.sigmoid(o_raw)
+    tanh_z = torch.tanh(z_raw)
+    tanh_c = torch.tanh(c)
+    # dh_to_dc, dc_to_dif (d c / d i_raw, d c / d f_raw), dch_to_dzo (d c / d z_raw, d h / d o_raw), f
+    return torch.stack([o * (1 - tanh_c * tanh_c), tanh_z * i * (1 - i), c_prev * f * (1 - f),
+                        i * (1 - tanh_z * tanh_z), tanh_c * o * (1 - o), f], 1)
 
 
-def _lstm_backward(C, gout, DR, TOT, RT, t0, t1, rs: _Resets | None) -> None:
-    Cs, draw, draw_flat, rows, gouts, DRs = _backward_buffers(C, DR, gout)
-    a, ri_rf, q_ho, f = Cs[0], Cs[1:3], Cs[3:5], Cs[5]
-    dc, dh = TOT[0], TOT[1]
-    draw_if, draw_zo = draw[:, :, 0:2].permute(2, 0, 1, 3), draw[:, :, 2:4].permute(2, 0, 1, 3)
+def _lstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, resets: _Resets | None) -> None:
+    """As _slstm_backward, with d_state (dc, dh) [2, H, B, D] and coeffs from _lstm_coefficients."""
+    step_coeffs, d_raw_step, d_raw_step_flat, coeff_rows, dh_out_rows, d_raw_rows = \
+        _backward_buffers(coeffs, d_raw, dh_out)
+    dh_to_dc, dc_to_dif, dch_to_dzo, f = step_coeffs[0], step_coeffs[1:3], step_coeffs[3:5], step_coeffs[5]
+    dc, dh = d_state[0], d_state[1]
+    dif, dzo = d_raw_step[:, :, 0:2].permute(2, 0, 1, 3), d_raw_step[:, :, 2:4].permute(2, 0, 1, 3)
     for t in range(t1 - 1, t0 - 1, -1):
-        Cs.copy_(rows[t - t0])
-        dc.addcmul_(a, dh)
-        torch.mul(dc, ri_rf, out=draw_if)  # (di, df)
-        torch.mul(TOT, q_ho, out=draw_zo)  # (dz, do)
+        step_coeffs.copy_(coeff_rows[t - t0])
+        dc.addcmul_(dh_to_dc, dh)
+        torch.mul(dc, dc_to_dif, out=dif)  # (di, df)
+        torch.mul(d_state, dch_to_dzo, out=dzo)  # (dz, do)
         dc.mul_(f)
-        DRs[t - t0].copy_(draw)
-        if rs is not None and rs.steps[t]:
-            draw.mul_(rs.keep[t])  # no dh_{t-1} through the reset
+        d_raw_rows[t - t0].copy_(d_raw_step)
+        if resets is not None and resets.steps[t]:
+            d_raw_step.mul_(resets.keep[t])  # no dh_{t-1} through the reset
         if t > 0:
-            torch.baddbmm(gouts[t - 1], draw_flat, RT, out=dh)
+            torch.baddbmm(dh_out_rows[t - 1], d_raw_step_flat, R_flat_t, out=dh)
         else:
-            torch.bmm(draw_flat, RT, out=dh)
+            torch.bmm(d_raw_step_flat, R_flat_t, out=dh)

@@ -8,6 +8,8 @@ import torch
 class sLSTMState(NamedTuple):
     """Stabilized sLSTM memory. The unstabilized cell and normalizer are (c·e^m, n·e^m).
 
+    The order (h, c, n, m) is the official state's (y, c, n, m), and the fast path's buffers keep it.
+
     h: [B, H, D] previous cell output, the recurrent input
     c: [B, H, D] cell
     n: [B, H, D] normalizer

@@ -9,7 +9,7 @@ The memory entering each chunk is recomputed by the forward's `_chunk_states`; t
 3. `_chunk_grads_v`: one program per (DV tile, chunk, sequence-head): dv.
 
 Every stabilizer m is held constant here; the gradient that flows through the stabilizers (only the eps term
-of the denominator and the final state's m depend on them) is added in PyTorch (gates.py).
+of the denominator and the final state's m depend on them) is added in PyTorch (gates.py, chunkwise.py).
 The normalizer n rides along as one more value column: v' = [v, 1], C' = [C, n], dh' = [dh / den, ds].
 """
 
@@ -29,7 +29,8 @@ def _chunk_states_backward(
 ):
     """INV_DEN, DSUM [BH, NC*L]: 1 / den and the gradient of the signed normalizer sum of each row (0 past S).
     M_NEXT [BH, NC]: the stabilizer of the memory leaving each chunk. Writes DC_OUT [BH, NC, DK, DV] and
-    DN_OUT [BH, NC, DK] (gradient of the memory leaving chunk c), DC0, DN0, and DG_PART [nK * nV, BH, NC]."""
+    DN_OUT [BH, NC, DK] (gradient of the memory leaving chunk c), DC0, DN0, and DG_PART [nK * nV, BH, NC].
+    DC_FINAL, DN_FINAL are None when no gradient reaches the final memory."""
     pid_k, pid_v, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)  # 64-bit offsets
     b, h = pid_bh // H, pid_bh % H
     rk = pid_k * BK + tl.arange(0, BK)
@@ -96,7 +97,8 @@ def _chunk_grads_qk(
     HAS_RESETS: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     """dq, dk of one DK tile of one chunk, and this tile's parts [nK, BH, NC*L] of the gate gradients:
-    DB_PART: d(in-chunk cumsum of log f) at row j; DLI_PART: d(log i); DA_PART: d(chunk-end log weight a)."""
+    DB_PART: d(in-chunk cumsum of log f) at row j; DLI_PART: d(log i); DA_PART: d(chunk-end log weight a).
+    SEGMENT is None without resets."""
     pid_k, c, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     b, h = pid_bh // H, pid_bh % H
     rk = pid_k * BK + tl.arange(0, BK)
@@ -172,7 +174,8 @@ def _chunk_grads_v(
     DK: tl.constexpr, DV: tl.constexpr, L: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     HAS_RESETS: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    """dv of one DV tile of one chunk: dv_l = sum_j W_jl dh_j / den_j + w_out_l dC_out^T k_l."""
+    """dv of one DV tile of one chunk: dv_l = sum_j W_jl dh_j / den_j + w_out_l dC_out^T k_l. SEGMENT is None
+    without resets."""
     pid_v, c, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     b, h = pid_bh // H, pid_bh % H
     rv = pid_v * BV + tl.arange(0, BV)

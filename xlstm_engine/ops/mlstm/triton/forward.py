@@ -36,7 +36,7 @@ def _chunk_states(
 ):
     """A, G, M_CHUNK: per-token log weight in the chunk-end memory [BH, NC*L] (-inf for tokens that do not reach
     it), per-chunk log decay (-inf with a reset) and max of A (joined with the restart of a reset) [BH, NC].
-    C_IN [BH, NC, DK, DV], N_IN [BH, NC, DK], M_IN [BH, NC]."""
+    C_IN [BH, NC, DK, DV], N_IN [BH, NC, DK], M_IN [BH, NC]. C0, N0, M0 are None without an initial state."""
     pid_k, pid_v, pid_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     b, h = pid_bh // H, pid_bh % H
     rk = pid_k * BK + tl.arange(0, BK)
@@ -103,7 +103,8 @@ def _chunk_outputs(
     B_DECAY [BH, NC*L]: in-chunk cumsum of the log forget gates (for the decay between two tokens of one
     document); B_INFLOW: the same with -inf from a reset on (the log weight of the entering memory); LOG_I: log
     input gates (-inf on padding); SEGMENT: document index of each token; RESTART: log weight of the empty memory
-    a reset put in place (-inf without one); NONFINITE [BH, NC]: whether the chunk's v holds a NaN or inf. Writes
+    a reset put in place (-inf without one); SEGMENT and RESTART are None without resets (and B_INFLOW is
+    B_DECAY); NONFINITE [BH, NC]: whether the chunk's v holds a NaN or inf. Writes
     h, and for the backward the row stabilizer and the signed normalizer sum q . n of every row (padding rows
     included).
 

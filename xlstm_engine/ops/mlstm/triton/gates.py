@@ -6,6 +6,8 @@ backward: the kernels' per-tile gate-gradient parts turned into d(log i), d(log 
 through the stabilizers m, which the kernels hold constant.
 """
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -34,7 +36,7 @@ def _chunk_gates(
     (document index in the chunk), RESTART (log weight of the empty memory a reset put in place, -inf before one);
     out [BH, NC]: G (log decay over the chunk, -inf with a reset), M_CHUNK (max of A and the last RESTART).
     Padding past S: no input, no decay. Across a reset, values are selected, never summed, so that a NaN or inf in
-    one document's gates reaches no other document."""
+    one document's gates reaches no other document. Without resets, RESETS, SEGMENT and RESTART are None (unread)."""
     c, pid_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     rl = tl.arange(0, L)
     t = c * L + rl
@@ -76,39 +78,61 @@ def _chunk_gates(
     tl.store(M_CHUNK + pid_bh * NC + c, m_chunk)
 
 
-def prepare_gates(i, f, input_gate: str, resets, L: int, NC: int) -> dict[str, torch.Tensor]:
-    """The gate quantities of the kernels, float32, padded to NC * L tokens (padding: no input, no decay).
+class ChunkGates(NamedTuple):
+    """The gate quantities that the chunkwise kernels read: float32, padded to NC * L tokens (padding: no input, no
+    decay). Token fields are [BH, NC * L], chunk fields [BH, NC].
 
-    [BH, NC * L]: b_decay, b_inflow, log_i, a, segment (int32: document index in the chunk), restart; [BH, NC]: g,
-    m_chunk. Without resets, b_inflow is b_decay, and segment and restart are unread.
+    Without resets, `b_inflow` IS `b_decay` (the same tensor: the entering memory reaches every row of the chunk),
+    and `segment` and `restart` are None: the kernels read them only under HAS_RESETS, so None is what they get.
     """
+
+    b_decay: torch.Tensor  # in-chunk cumsum of log f, restarted at each reset
+    b_inflow: torch.Tensor  # log weight of the entering memory: b_decay up to the chunk's first reset, then -inf
+    log_i: torch.Tensor  # log input gate (log sigmoid of i for the sigmoid gate), -inf on padding
+    a: torch.Tensor  # log weight of each token in the chunk-end memory (-inf before the chunk's last reset)
+    segment: torch.Tensor | None  # int32 document index in the chunk (number of resets so far); None without resets
+    restart: torch.Tensor | None  # log weight of the empty memory that a reset put in place (-inf before one)
+    g: torch.Tensor  # [BH, NC] log decay over the chunk (-inf with a reset)
+    m_chunk: torch.Tensor  # [BH, NC] max of a, joined with the chunk's last restart
+
+
+def prepare_gates(i: torch.Tensor, f: torch.Tensor, input_gate: str, resets: torch.Tensor | None, L: int,
+                  NC: int) -> ChunkGates:
+    """The gate quantities of the kernels (ChunkGates) from gate pre-activations i, f [B, S, H] and resets [B, S]
+    (bool) or None, for NC chunks of L tokens."""
     B, S, H = i.shape
     tokens = dict(device=i.device, dtype=torch.float32)
-    out = {name: torch.empty(B * H, NC * L, **tokens) for name in ("b_decay", "log_i", "a")}
-    out["g"], out["m_chunk"] = torch.empty(2, B * H, NC, **tokens)
+    b_decay, log_i, a = (torch.empty(B * H, NC * L, **tokens) for _ in range(3))
+    g, m_chunk = torch.empty(2, B * H, NC, **tokens)
     if resets is None:
-        out.update(b_inflow=out["b_decay"], segment=out["log_i"], restart=out["log_i"])
-        r = out["log_i"]  # unread
+        b_inflow, segment, restart = b_decay, None, None
+        resets_int8, stride_rb, stride_rs = None, 0, 0
     else:
-        out.update(b_inflow=torch.empty(B * H, NC * L, **tokens), restart=torch.empty(B * H, NC * L, **tokens),
-                   segment=torch.empty(B * H, NC * L, device=i.device, dtype=torch.int32))
-        r = resets.view(torch.int8)
+        b_inflow, restart = torch.empty(B * H, NC * L, **tokens), torch.empty(B * H, NC * L, **tokens)
+        segment = torch.empty(B * H, NC * L, device=i.device, dtype=torch.int32)
+        resets_int8 = resets.view(torch.int8)
+        stride_rb, stride_rs = resets_int8.stride()
     _chunk_gates[(NC, B * H)](
-        i, f, r, out["b_decay"], out["b_inflow"], out["log_i"], out["a"], out["segment"], out["restart"], out["g"],
-        out["m_chunk"], S, H, NC, *i.stride(), *f.stride(), *(r.stride() if resets is not None else (0, 0)),
+        IG=i, FG=f, RESETS=resets_int8, B_DECAY=b_decay, B_INFLOW=b_inflow, LOG_I=log_i, A=a, SEGMENT=segment,
+        RESTART=restart, G=g, M_CHUNK=m_chunk, S=S, H=H, NC=NC,
+        stride_ib=i.stride(0), stride_is=i.stride(1), stride_ih=i.stride(2),
+        stride_fb=f.stride(0), stride_fs=f.stride(1), stride_fh=f.stride(2),
+        stride_rb=stride_rb, stride_rs=stride_rs,
         L=L, STABILIZE=input_gate == "exp", HAS_RESETS=resets is not None,
     )
-    return out
+    return ChunkGates(b_decay=b_decay, b_inflow=b_inflow, log_i=log_i, a=a, segment=segment, restart=restart, g=g,
+                      m_chunk=m_chunk)
 
 
-def log_gate_grads(parts: dict[str, torch.Tensor], L: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """d(log i), d(log f) [BH, NC*L] with the stabilizers held constant, from the kernels' parts:
+def log_gate_grads(db: torch.Tensor, da: torch.Tensor, dli: torch.Tensor, dg: torch.Tensor,
+                   L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """d(log i), d(log f) [BH, NC*L] with the stabilizers held constant, from the kernels' per-tile parts:
     db [nK, BH, NC*L] (of the in-chunk cumsum b_j), da (of the chunk-end weight a_l = sum_{r>l} log f_r + log i_l),
     dli (of log i directly), dg [nK*nV, BH, NC] (of the chunk's total log decay)."""
-    db, da, dli = (parts[name].sum(0) for name in ("db", "da", "dli"))
+    db, da, dli = (x.sum(0) for x in (db, da, dli))
     BH, NL = db.shape
     db, da = db.view(BH, -1, L), da.view(BH, -1, L)
-    dlf = db.flip(-1).cumsum(-1).flip(-1) + F.pad(da[..., :-1].cumsum(-1), (1, 0)) + parts["dg"].sum(0)[..., None]
+    dlf = db.flip(-1).cumsum(-1).flip(-1) + F.pad(da[..., :-1].cumsum(-1), (1, 0)) + dg.sum(0)[..., None]
     return dli, dlf.view(BH, NL)
 
 

@@ -9,11 +9,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import SHORT_PROMPT
+from ..limits import SHORT_PROMPT
 from ..state import mLSTMState
-from . import _common_args, check_inputs
 from .forward import _attend, _dot
 from .gates import log_sigmoid
+from .utils import check_inputs, dot_args
 
 
 @triton.jit
@@ -123,12 +123,15 @@ def mlstm_short_triton(
                      torch.empty(B, H, DK, device=q.device, dtype=f32), torch.empty(B, H, device=q.device, dtype=f32))
     h = torch.empty(B, S, H, DV, device=q.device, dtype=q.dtype)
     BV = min(32 if B * H <= 16 else 64, triton.next_power_of_2(DV))  # small batches: more programs
-    i, f = i.contiguous(), f.contiguous()
-    common = _common_args(q, DK, DV, SHORT_PROMPT)  # the sequence kernels' dot precision
+    i, f = i.contiguous(), f.contiguous()  # one set of strides for both
     _short_sequence[(triton.cdiv(DV, BV), B * H)](
-        q, k, v, i, f, C0, n0, m0, *out, h,
-        S, H, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *i.stride(), *h.stride()[:3], DK**-0.5, eps,
-        DK=DK, DV=DV, SP=max(16, triton.next_power_of_2(S)), BK=min(64, triton.next_power_of_2(DK)), BV=BV,
-        STABILIZE=input_gate == "exp", PRECISION=common["PRECISION"], DOT_F32=common["DOT_F32"],
+        Q=q, K=k, V=v, IG=i, FG=f, C0=C0, N0=n0, M0=m0, C_OUT=out.C, N_OUT=out.n, M_OUT=out.m, H_OUT=h, S=S, H=H,
+        stride_qb=q.stride(0), stride_qs=q.stride(1), stride_qh=q.stride(2),
+        stride_kb=k.stride(0), stride_ks=k.stride(1), stride_kh=k.stride(2),
+        stride_vb=v.stride(0), stride_vs=v.stride(1), stride_vh=v.stride(2),
+        stride_gb=i.stride(0), stride_gs=i.stride(1), stride_gh=i.stride(2),
+        stride_hb=h.stride(0), stride_hs=h.stride(1), stride_hh=h.stride(2),
+        scale=DK**-0.5, eps=eps, DK=DK, DV=DV, SP=max(16, triton.next_power_of_2(S)),
+        BK=min(64, triton.next_power_of_2(DK)), BV=BV, STABILIZE=input_gate == "exp", **dot_args(q.dtype),
     )
     return h, out

@@ -93,7 +93,11 @@ def mlstm_step_triton(
     BK = min(64, triton.next_power_of_2(DK))
     BV = min(32 if B * H <= 16 else 64, triton.next_power_of_2(DV))  # small batches: more programs
     exp_gate = input_gate == "exp"
-    _step_memory[(triton.cdiv(DV, BV), B * H)](q, k, v, i, f, *state, out.C, h, DK**-0.5, eps,
-                                               DK=DK, DV=DV, BK=BK, BV=BV, STABILIZE=exp_gate)
-    _step_normalizer[(B * H,)](k, i, f, state.n, state.m, out.n, out.m, DK=DK, BK=BK, STABILIZE=exp_gate)
+    _step_memory[(triton.cdiv(DV, BV), B * H)](
+        Q=q, K=k, V=v, IG=i, FG=f, C=state.C, N=state.n, M=state.m, C_OUT=out.C, H_OUT=h, scale=DK**-0.5, eps=eps,
+        DK=DK, DV=DV, BK=BK, BV=BV, STABILIZE=exp_gate,
+    )
+    _step_normalizer[(B * H,)](
+        K=k, IG=i, FG=f, N=state.n, M=state.m, N_OUT=out.n, M_OUT=out.m, DK=DK, BK=BK, STABILIZE=exp_gate,
+    )
     return h, out

@@ -9,73 +9,31 @@ from os import PathLike
 import torch
 from torch import nn
 
-from ..config import xLSTMLargeConfig
-from ..ops.mlstm import check_resets, check_state, mlstm, mLSTMState
-from .checks import check_state_type, check_token_ids
-from .components import FeedForward, MultiHeadLayerNorm, RMSNorm, soft_cap
-from .runtime import RuntimeOptions
-from .state import xLSTMLargeState
-
-
-class mLSTMLayer(nn.Module):
-    """Projections, soft-capped gates, the mLSTM cell, per-head LayerNorm, sigmoid output gate, out_proj."""
-
-    def __init__(self, config: xLSTMLargeConfig):
-        super().__init__()
-        self.config = config
-        qk, v, H = config.qk_dim, config.v_dim, config.num_heads
-        self.qkv_opreact = nn.Linear(config.embedding_dim, 2 * qk + 2 * v, bias=config.use_bias)  # [q|k|v|o]
-        self.ifgate_preact = nn.Linear(config.embedding_dim, 2 * H, bias=True)  # [i|f]
-        self.multihead_norm = MultiHeadLayerNorm(H, config.v_head_dim, eps=config.norm_eps, use_bias=config.use_bias,
-                                                 force_float32=config.norm_reduction_force_float32)
-        self.out_proj = nn.Linear(v, config.embedding_dim, bias=config.use_bias)
-
-    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMState]:
-        """x [B, S, d] -> y [B, S, d], new state."""
-        c = self.config
-        q, k, v, o = self.qkv_opreact(x).split([c.qk_dim, c.qk_dim, c.v_dim, c.v_dim], dim=-1)
-        i, f = soft_cap(self.ifgate_preact(x), c.gate_soft_cap).split(c.num_heads, dim=-1)  # [B, S, H] each
-        q, k, v = (t.unflatten(-1, (c.num_heads, -1)) for t in (q, k, v))  # [B, S, H, D]
-        h, state = mlstm(q, k, v, i, f, initial_state=state, output_final_state=True, eps=c.eps,
-                         chunk_size=runtime.chunk_size, backend=runtime.backend, resets=resets)
-        return self.out_proj(torch.sigmoid(o) * self.multihead_norm(h)), state
-
-
-class mLSTMBlock(nn.Module):
-    """x + mLSTM(RMSNorm(x)), then x + FFN(RMSNorm(x))."""
-
-    def __init__(self, config: xLSTMLargeConfig):
-        super().__init__()
-        norm = dict(eps=config.norm_eps, use_bias=config.use_bias, force_float32=config.norm_reduction_force_float32)
-        self.norm_mlstm = RMSNorm(config.embedding_dim, **norm)
-        self.mlstm_layer = mLSTMLayer(config)
-        self.norm_ffn = RMSNorm(config.embedding_dim, **norm)
-        self.ffn = FeedForward(config.embedding_dim, config.ffn_dim, use_bias=config.use_bias)
-
-    def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMState]:
-        h, state = self.mlstm_layer(self.norm_mlstm(x), state, runtime, resets)
-        x = x + h
-        return x + self.ffn(self.norm_ffn(x)), state
+from ... import checkpoint
+from ...config import RuntimeOptions, xLSTMLargeConfig
+from ...ops.checks import check_resets
+from ...ops.mlstm import check_state, mLSTMState
+from ..checks import check_inplace, check_logits_to_keep, check_state_type, check_token_ids
+from ..state import xLSTMLargeState
+from .layers import LargeMLSTMBlock, LargeMultiHeadLayerNorm, RMSNorm, soft_cap
 
 
 class xLSTMLargeBackbone(nn.Module):
     def __init__(self, config: xLSTMLargeConfig):
         super().__init__()
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
-        self.blocks = nn.ModuleList(mLSTMBlock(config) for _ in range(config.num_blocks))
+        self.blocks = nn.ModuleList(LargeMLSTMBlock(config) for _ in range(config.num_blocks))
         self.out_norm = RMSNorm(config.embedding_dim, eps=config.norm_eps, use_bias=config.use_bias,
                                 force_float32=config.norm_reduction_force_float32) if config.add_out_norm else None
 
     def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMLargeState]:
-        """input_ids [B, S] -> normed hidden states [B, S, d], new state."""
+                resets: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, xLSTMLargeState]:
+        """input_ids [B, S] -> normed hidden states [B, S, d], new state (with inplace, written into `state`)."""
         x = self.embeddings(input_ids)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
-            x, block_state = block(x, block_state, runtime, resets)
-            new_state.append(block_state.to(runtime.state_dtype))
+            x, block_state = block(x, block_state, runtime, resets, inplace)
+            new_state.append(block_state if inplace else block_state.to(runtime.state_dtype))
         return (x if self.out_norm is None else self.out_norm(x)), tuple(new_state)
 
 
@@ -85,6 +43,8 @@ class xLSTMLarge(nn.Module):
     `logits, state = model(input_ids)`, then `model(next_ids, state=state)` continues from the state:
     logits [B, S, vocab_size] in float32, state one `mLSTMState` per block (runtime.state_dtype).
     Execution choices (kernel, chunk size, state dtype, segmenting) are in `model.runtime`.
+    The stateful contract shared with the NeurIPS LM (model/README.md): `forward_with_state`, `allocate_state`,
+    `check_state`, `get_input_embeddings`; here `forward` is `forward_with_state`.
     """
 
     def __init__(self, config: xLSTMLargeConfig, runtime: RuntimeOptions | None = None):
@@ -96,37 +56,47 @@ class xLSTMLarge(nn.Module):
         self.reset_parameters()
 
     def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *, logits_to_keep: int = 0,
-                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, xLSTMLargeState]:
+                resets: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, xLSTMLargeState]:
+        """The same as forward_with_state: logits and the state after the tokens."""
+        return self.forward_with_state(input_ids, state, logits_to_keep=logits_to_keep, resets=resets,
+                                       inplace=inplace)
+
+    def forward_with_state(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *,
+                           resets: torch.Tensor | None = None, logits_to_keep: int = 0, inplace: bool = False
+                           ) -> tuple[torch.Tensor, xLSTMLargeState]:
         """Logits of the tokens and the state after them.
 
         Args:
             input_ids (LongTensor): `[B, S]`, any S >= 1, ids in [0, vocab_size).
-            state (tuple of mLSTMState, optional): from a previous call; starts empty when None.
-            logits_to_keep (int): if > 0, return logits only for the last `logits_to_keep` positions, so a long
-                prompt never materializes `[B, S, vocab_size]`. Default: 0 (all positions).
+            state (tuple of mLSTMState, optional): from a previous call or `allocate_state`; empty when None.
             resets (BoolTensor, optional): `[B, S]`; documents start at these tokens and the state is emptied
                 there, so packed documents run exactly as if alone.
+            logits_to_keep (int): if > 0, return logits only for the last `logits_to_keep` positions, so a long
+                prompt never materializes `[B, S, vocab_size]`. Default: 0 (all positions).
+            inplace (bool): write the new state into `state`'s tensors (in their dtype) and return `state`
+                itself; the values equal those of a call without it. For decoding without autograd from an
+                allocated state (a CUDA graph keeps its addresses). Default: False.
 
         Returns:
             logits `[B, S or logits_to_keep, vocab_size]` (float32) and the new state.
         """
         B, S = check_token_ids(input_ids, self.config.vocab_size)
+        check_inplace(state, inplace)
         if state is not None:
             self.check_state(state, B, input_ids.device)
         check_resets(resets, B, S, input_ids.device)
-        if not isinstance(logits_to_keep, int) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
-            raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}")
+        check_logits_to_keep(logits_to_keep)
         keep_from = max(S - logits_to_keep, 0) if logits_to_keep else 0
         # without autograd, long inputs go through all blocks one segment at a time: same result, bounded memory
         segment = S if torch.is_grad_enabled() else self.runtime.max_inference_chunksize
-        logits = []
+        logits, given = [], state
         for start in range(0, S, segment):
             end = min(start + segment, S)
             hidden, state = self.backbone(input_ids[:, start:end], state, self.runtime,
-                                          None if resets is None else resets[:, start:end])
+                                          None if resets is None else resets[:, start:end], inplace)
             if end > keep_from:
                 logits.append(self.logits(hidden[:, max(keep_from - start, 0):]))
-        return (logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)), state
+        return (logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)), (given if inplace else state)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Normed hidden states [..., d] -> soft-capped float32 logits [..., vocab_size]."""
@@ -135,12 +105,16 @@ class xLSTMLarge(nn.Module):
             return soft_cap(logits, cap)
         return logits.div_(cap).tanh_().mul_(cap)  # in place: temporaries of [..., vocab] cost more than tanh
 
-    def allocate_state(self, batch_size: int, device: torch.device | str | None = None) -> xLSTMLargeState:
-        """The empty state (zeros, m = 0) for `batch_size` sequences, in runtime.state_dtype."""
+    def allocate_state(self, batch_size: int, device: torch.device | str | None = None,
+                       dtype: torch.dtype | None = None) -> xLSTMLargeState:
+        """The empty state (zeros, m = 0) for `batch_size` sequences: one mLSTMState (C [B, H, DK, DV],
+        n [B, H, DK], m [B, H]) per block, in `dtype` (default runtime.state_dtype, float32 unless changed), on
+        `device` (default the parameters')."""
         c = self.config
         device = self.lm_head.weight.device if device is None else device
-        return tuple(mLSTMState.zeros(batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim,
-                                      dtype=self.runtime.state_dtype, device=device) for _ in range(c.num_blocks))
+        dtype = self.runtime.state_dtype if dtype is None else dtype
+        return tuple(mLSTMState.zeros(batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim, dtype=dtype,
+                                      device=device) for _ in range(c.num_blocks))
 
     def check_state(self, state: xLSTMLargeState, batch_size: int, device: torch.device | None = None) -> None:
         """Raise ValueError (TypeError for a wrong type or dtype) unless `state` is one mLSTMState per block of
@@ -153,12 +127,16 @@ class xLSTMLarge(nn.Module):
             check_state_type(block_state, mLSTMState, f"state[{idx}]", device)
             check_state(block_state, batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim, where=f"state[{idx}]")
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding (`backbone.embeddings`), under the name transformers gives it."""
+        return self.backbone.embeddings
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Initialization of the Hugging Face / NX-AI recipe, except that the FFN gate is not zeroed."""
         c = self.config
         for module in self.modules():
-            if isinstance(module, RMSNorm | MultiHeadLayerNorm):
+            if isinstance(module, RMSNorm | LargeMultiHeadLayerNorm):
                 nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
@@ -186,14 +164,10 @@ class xLSTMLarge(nn.Module):
         random weights, so loading float32 into bfloat16 needs about the bfloat16 model's memory.
         `runtime_options` override those derived from config.json (see RuntimeOptions).
         """
-        from ..checkpoint import load_pretrained
-
-        return load_pretrained(cls, path, dtype=dtype, device=device, **runtime_options)
+        return checkpoint.load_pretrained(cls, path, dtype=dtype, device=device, **runtime_options)
 
     def save_pretrained(self, path: str | PathLike, max_shard_size: int | str = "5GB") -> None:
         """Write config.json and safetensors weights in the Hugging Face layout (config.weight_mode). If the save
         fails or is killed, the folder loads the old checkpoint exactly, the new one exactly, or raises a
         CheckpointError that calls it inconsistent (README, "Drop-in checkpoints")."""
-        from ..checkpoint import save_pretrained
-
-        save_pretrained(self, path, max_shard_size=max_shard_size)
+        checkpoint.save_pretrained(self, path, max_shard_size=max_shard_size)
