@@ -16,16 +16,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.utils.checkpoint import checkpoint
 
 
-def blocks(model: nn.Module) -> list[nn.Module]:
-    """The residual blocks of either architecture."""
-    if hasattr(model, "backbone"):
-        return list(model.backbone.blocks)
-    return list(model.xlstm_block_stack.blocks)
-
-
 def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute every block's activations in the backward pass (the parameter names stay the same)."""
-    for block in blocks(model):
+    for block in model.residual_blocks():
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
 
 
@@ -63,7 +56,7 @@ class Distributed:
         if self.mode == "fsdp":
             from torch.distributed.fsdp import fully_shard
 
-            for block in blocks(model):
+            for block in model.residual_blocks():
                 fully_shard(block)
             fully_shard(model)
             return model

@@ -127,6 +127,10 @@ class xLSTMLarge(nn.Module):
             check_state_type(block_state, mLSTMState, f"state[{idx}]", device)
             check_state(block_state, batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim, where=f"state[{idx}]")
 
+    def residual_blocks(self) -> nn.ModuleList:
+        """The residual blocks in order (`backbone.blocks`): what FSDP shards and activation checkpointing wraps."""
+        return self.backbone.blocks
+
     def get_input_embeddings(self) -> nn.Embedding:
         """The token embedding (`backbone.embeddings`), under the name transformers gives it."""
         return self.backbone.embeddings

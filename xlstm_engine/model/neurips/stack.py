@@ -179,6 +179,11 @@ class xLSTMLMModel(nn.Module):
         """Raise unless `state` fits this model and batch size (xLSTMBlockStack.check_state)."""
         self.xlstm_block_stack.check_state(state, batch_size, device)
 
+    def residual_blocks(self) -> nn.ModuleList:
+        """The residual blocks in order (`xlstm_block_stack.blocks`): what FSDP shards and activation
+        checkpointing wraps."""
+        return self.xlstm_block_stack.blocks
+
     def get_input_embeddings(self) -> nn.Embedding:
         """The token embedding (`token_embedding`), under the name transformers gives it."""
         return self.token_embedding
