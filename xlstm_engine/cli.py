@@ -1,4 +1,4 @@
-"""Command line: `xlstm-engine train | demo | convert`."""
+"""Command line: `xlstm-engine train | generate | demo | convert`."""
 
 import argparse
 import dataclasses
@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from .config import FLOAT_DTYPES, xLSTMLargeConfig
+from .generation import prefill, stream
+from .generation.streaming import encode
 from .model import xLSTMLarge
 
 
@@ -25,6 +27,21 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_at_least(low: float):
+    """An argparse type: a finite float >= low, or a usage error that names the bound."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {text!r}") from None
+        if not low <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low}, got {text}")
         return value
 
     return parse
@@ -95,6 +112,99 @@ def convert(args: argparse.Namespace) -> None:
     print(f"wrote {args.dst} ({model.config.weight_mode} layout, {model.lm_head.weight.dtype})")
 
 
+def generate(args: argparse.Namespace) -> None:
+    """Continue a prompt with a model folder (xLSTM Large and its tokenizer.json), streaming the text.
+
+    Temperature 0 (the default) decodes greedily. With --chat, each line of stdin is a turn: the state is kept
+    between turns, so a turn feeds the model only its own tokens, never the history again.
+    """
+    if not args.chat and args.prompt is None and args.file is None:
+        raise ValueError("give --prompt TEXT or --file F (or --chat to read turns from stdin)")
+    folder = Path(args.model)
+    if not folder.is_dir():
+        raise ValueError(f"--model {folder}: no such directory")
+    tokenizer = _load_tokenizer(folder)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = _load_model(folder, FLOAT_DTYPES.get(args.dtype), device)
+    sampling = args.temperature > 0
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=sampling, temperature=args.temperature,
+                   top_p=args.top_p if sampling else None, top_k=args.top_k if sampling else None)
+    if sampling and args.seed is not None:
+        options["generator"] = torch.Generator(device=device).manual_seed(args.seed)
+    text = args.prompt
+    if args.file is not None:
+        path = Path(args.file)
+        if not path.is_file():
+            raise ValueError(f"--file {path}: no such file")
+        text = path.read_text()
+    total, start = 0, time.perf_counter()
+    if not args.chat:
+        total = _stream_turn(model, text, tokenizer, None, options)[0]
+    else:
+        state = None if text is None else prefill(model, _token_ids(tokenizer, text, device))
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            turn_start = time.perf_counter()
+            count, state = _stream_turn(model, line, tokenizer, state, options, return_state=True)
+            total += count
+            _report(count, time.perf_counter() - turn_start)
+    _report(total, time.perf_counter() - start, "total: ")
+
+
+def _stream_turn(model, text: str, tokenizer, state, options: dict, return_state: bool = False):
+    """Stream the continuation of `text` to stdout; returns (new tokens, the state after them or None)."""
+    device = next(model.parameters()).device
+    count, after = 0, None
+    for event in stream(model, _token_ids(tokenizer, text, device), tokenizer=tokenizer, state=state,
+                        return_state=return_state, **options):
+        sys.stdout.write(event.text)
+        sys.stdout.flush()
+        count += len(event.token_ids)
+        after = event.state
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return count, after
+
+
+def _token_ids(tokenizer, text: str, device) -> torch.Tensor:
+    ids = encode(tokenizer, text)
+    if not ids:
+        raise ValueError(f"the prompt {text[:40]!r} encodes to no tokens")
+    return torch.tensor([ids], device=device)
+
+
+def _report(tokens: int, seconds: float, what: str = "") -> None:
+    print(f"[{what}{tokens} tokens in {seconds:.2f} s: {tokens / max(seconds, 1e-9):.1f} tokens/s]",
+          file=sys.stderr, flush=True)
+
+
+def _load_tokenizer(folder: Path):
+    """The folder's tokenizer.json, read with `tokenizers` alone (the `generate` extra), not transformers."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no tokenizer.json; xlstm-engine generate reads the model folder's tokenizer")
+    try:
+        from tokenizers import Tokenizer  # optional: the `generate` extra
+    except ImportError:
+        sys.exit("xlstm-engine: error: generate needs the tokenizers package: pip install 'xlstm-engine[generate]'")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises its own Exception type for a bad file
+        raise ValueError(f"{path}: cannot read the tokenizer ({e})") from e
+
+
+def _load_model(folder: Path, dtype, device):
+    """An xLSTM Large folder (Hugging Face or NX-AI layout). The NeurIPS LM has no folder format in checkpoint/,
+    so a NeurIPS config is named as such rather than failing on its keys."""
+    config = folder / "config.yaml"
+    if config.is_file() and any(key in config.read_text() for key in ("mlstm_block", "slstm_block", "slstm_at")):
+        raise ValueError(f"{config}: a NeurIPS xLSTMLMModel config; generate loads xLSTM Large folders "
+                         "(config.json + safetensors, or the NX-AI layout). Load the NeurIPS model in Python and "
+                         "call xlstm_engine.generate or xlstm_engine.stream")
+    return xLSTMLarge.from_pretrained(folder, dtype=dtype, device=device)
+
+
 def train(args: argparse.Namespace) -> None:
     """Train from a YAML config with key.path=value overrides; with no config, the parity experiment.
 
@@ -134,6 +244,22 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--overwrite", action="store_true",
                       help="replace the run already in training.out_dir (its checkpoint, metrics and plot)")
     p.set_defaults(run=train)
+    p = commands.add_parser("generate", help=generate.__doc__.split("\n")[0], description=generate.__doc__)
+    p.add_argument("--model", required=True, metavar="DIR", help="folder with config.json, weights, tokenizer.json")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--prompt", metavar="TEXT")
+    source.add_argument("--file", metavar="F", help="read the prompt from this file")
+    p.add_argument("--max-new-tokens", type=_int_at_least(0), default=100)
+    p.add_argument("--temperature", type=_float_at_least(0.0), default=0.0, help="0 (default): greedy")
+    p.add_argument("--top-p", type=float, help="with --temperature > 0: nucleus sampling, in (0, 1]")
+    p.add_argument("--top-k", type=_int_at_least(0), help="with --temperature > 0: keep the k most likely tokens")
+    p.add_argument("--seed", type=int, help="with --temperature > 0: reproducible sampling")
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("--dtype", choices=list(FLOAT_DTYPES), help="default: the stored dtype")
+    p.add_argument("--chat", action="store_true",
+                   help="read turns from stdin, one per line, keeping the state between turns (--prompt/--file, "
+                        "if given, is the context before the first turn)")
+    p.set_defaults(run=generate)
     p = commands.add_parser("demo", help=demo.__doc__.split("\n")[0])
     p.add_argument("--prompt-len", type=_int_at_least(1), default=300)
     p.add_argument("--new-tokens", type=_int_at_least(0), default=20, help="0: prefill only")

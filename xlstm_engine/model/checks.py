@@ -67,3 +67,46 @@ def check_inplace(state, inplace) -> None:
     if inplace and state is None:
         raise ValueError("inplace=True writes the new state into the given state, but state is None; allocate "
                          "one with model.allocate_state(batch_size)")
+
+
+def check_attention_mask(attention_mask: torch.Tensor | None, B: int, S: int, device: torch.device
+                         ) -> torch.Tensor | None:
+    """Validate a padding mask as transformers gives it and return it as a bool tensor [B, S] (True: a token), or
+    None when there is nothing to mask (None, or no pad anywhere: the models then run the plain path).
+
+    `attention_mask` is a bool or integer tensor [B, S] of 0/1 (1: a token, 0: a pad) on `device`. Each row's ones
+    must be contiguous: left, right or both sides padded; a row of zeros is allowed (its state does not change).
+    Raises TypeError for another type or dtype, ValueError for a wrong shape or device, a value other than 0/1, or a
+    hole (a pad between two tokens). Reads three bools back to the host, once.
+    """
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a bool or integer tensor [B, S] of 0/1 (1: a token, 0: a pad), "
+                        f"got {type(attention_mask).__name__}")
+    if attention_mask.is_floating_point() or attention_mask.is_complex():
+        raise TypeError(f"attention_mask must be a bool or integer tensor [B, S] of 0/1 (1: a token, 0: a pad), "
+                        f"got dtype {attention_mask.dtype}")
+    if tuple(attention_mask.shape) != (B, S):
+        raise ValueError(f"attention_mask must have shape {(B, S)} (B, S) like the input ids, "
+                         f"got {tuple(attention_mask.shape)}")
+    if attention_mask.device != device:
+        raise ValueError(f"attention_mask is on {attention_mask.device}; expected {device}, the device of the input")
+    is_bool = attention_mask.dtype == torch.bool
+    mask = attention_mask if is_bool else attention_mask != 0
+    bad_value = torch.zeros((), dtype=torch.bool, device=device) if is_bool else \
+        ((attention_mask != 0) & (attention_mask != 1)).any()
+    runs = mask[:, :1].sum(1) + (mask[:, 1:] & ~mask[:, :-1]).sum(1)  # per row: the number of runs of ones
+    flags = torch.stack([bad_value, (runs > 1).any(), (~mask).any()]).tolist()
+    if flags[0]:
+        b, t = ((attention_mask != 0) & (attention_mask != 1)).nonzero()[0].tolist()
+        raise ValueError(f"attention_mask must hold only 0 (a pad) and 1 (a token), got {attention_mask[b, t].item()} "
+                         f"at (row {b}, token {t})")
+    if flags[1]:
+        b = (runs > 1).nonzero()[0].item()
+        row = mask[b]
+        gap = (row[:-1] & ~row[1:]).nonzero()[0].item() + 1  # the first pad after a token
+        resume = gap + row[gap:].nonzero()[0].item()  # the next token after it
+        raise ValueError(f"attention_mask row {b} has a hole: pads at tokens {gap}..{resume - 1} between tokens; the "
+                         f"ones (tokens) of a row must be contiguous, with the zeros (pads) before and/or after them")
+    return mask if flags[2] else None

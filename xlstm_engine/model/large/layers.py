@@ -80,15 +80,17 @@ class LargeMLSTMLayer(nn.Module):
         self.out_proj = nn.Linear(v, config.embedding_dim, bias=config.use_bias)
 
     def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, mLSTMState]:
-        """x [B, S, d] -> y [B, S, d], new state (with inplace, `state` itself, written by the op)."""
+                resets: torch.Tensor | None = None, inplace: bool = False,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMState]:
+        """x [B, S, d] -> y [B, S, d], new state (with inplace, `state` itself, written by the op).
+        attention_mask [B, S] bool (True: a token) or None: the memory holds still at pads."""
         c = self.config
         q, k, v, o = self.qkv_opreact(x).split([c.qk_dim, c.qk_dim, c.v_dim, c.v_dim], dim=-1)
         i, f = soft_cap(self.ifgate_preact(x), c.gate_soft_cap).split(c.num_heads, dim=-1)  # [B, S, H] each
         q, k, v = (t.unflatten(-1, (c.num_heads, -1)) for t in (q, k, v))  # [B, S, H, D]
         h, state = mlstm(q, k, v, i, f, initial_state=state, output_final_state=True, eps=c.eps,
                          chunk_size=runtime.chunk_size, backend=runtime.mlstm_backend, resets=resets,
-                         inplace=inplace)
+                         inplace=inplace, mask=attention_mask)
         return self.out_proj(torch.sigmoid(o) * self.multihead_norm(h)), state
 
 
@@ -104,7 +106,9 @@ class LargeMLSTMBlock(nn.Module):
         self.ffn = LargeFeedForward(config.embedding_dim, config.ffn_dim, use_bias=config.use_bias)
 
     def forward(self, x: torch.Tensor, state: mLSTMState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, mLSTMState]:
-        h, state = self.mlstm_layer(self.norm_mlstm(x), state, runtime, resets, inplace)
+                resets: torch.Tensor | None = None, inplace: bool = False,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMState]:
+        """x [B, S, d] -> [B, S, d], new state. attention_mask [B, S] bool (True: a token) or None."""
+        h, state = self.mlstm_layer(self.norm_mlstm(x), state, runtime, resets, inplace, attention_mask)
         x = x + h
         return x + self.ffn(self.norm_ffn(x)), state

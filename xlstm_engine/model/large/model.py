@@ -11,9 +11,9 @@ from torch import nn
 
 from ... import checkpoint
 from ...config import RuntimeOptions, xLSTMLargeConfig
-from ...ops.checks import check_resets
+from ...ops.checks import check_mask, check_resets
 from ...ops.mlstm import check_state, mLSTMState
-from ..checks import check_inplace, check_logits_to_keep, check_state_type, check_token_ids
+from ..checks import check_attention_mask, check_inplace, check_logits_to_keep, check_state_type, check_token_ids
 from ..state import xLSTMLargeState
 from .layers import LargeMLSTMBlock, LargeMultiHeadLayerNorm, RMSNorm, soft_cap
 
@@ -27,14 +27,26 @@ class xLSTMLargeBackbone(nn.Module):
                                 force_float32=config.norm_reduction_force_float32) if config.add_out_norm else None
 
     def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, xLSTMLargeState]:
-        """input_ids [B, S] -> normed hidden states [B, S, d], new state (with inplace, written into `state`)."""
+                resets: torch.Tensor | None = None, inplace: bool = False, attention_mask: torch.Tensor | None = None,
+                hidden_states: list | None = None) -> tuple[torch.Tensor, xLSTMLargeState]:
+        """input_ids [B, S] -> normed hidden states [B, S, d], new state (with inplace, written into `state`).
+
+        attention_mask [B, S] bool (True: a token; validated by the caller) or None: every block's memory holds
+        still at pads. hidden_states: a list to append to, in order, the input of every block (the first is the
+        embedding) and then the final output (normed): num_blocks + 1 tensors [B, S, d], as transformers'
+        output_hidden_states.
+        """
         x = self.embeddings(input_ids)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
-            x, block_state = block(x, block_state, runtime, resets, inplace)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            x, block_state = block(x, block_state, runtime, resets, inplace, attention_mask)
             new_state.append(block_state if inplace else block_state.to(runtime.state_dtype))
-        return (x if self.out_norm is None else self.out_norm(x)), tuple(new_state)
+        x = x if self.out_norm is None else self.out_norm(x)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        return x, tuple(new_state)
 
 
 class xLSTMLarge(nn.Module):
@@ -55,20 +67,25 @@ class xLSTMLarge(nn.Module):
         self.lm_head = nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
         self.reset_parameters()
 
-    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *, logits_to_keep: int = 0,
+    def forward(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *,
+                attention_mask: torch.Tensor | None = None, logits_to_keep: int = 0,
                 resets: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, xLSTMLargeState]:
         """The same as forward_with_state: logits and the state after the tokens."""
-        return self.forward_with_state(input_ids, state, logits_to_keep=logits_to_keep, resets=resets,
-                                       inplace=inplace)
+        return self.forward_with_state(input_ids, state, attention_mask=attention_mask, logits_to_keep=logits_to_keep,
+                                       resets=resets, inplace=inplace)
 
     def forward_with_state(self, input_ids: torch.Tensor, state: xLSTMLargeState | None = None, *,
-                           resets: torch.Tensor | None = None, logits_to_keep: int = 0, inplace: bool = False
-                           ) -> tuple[torch.Tensor, xLSTMLargeState]:
+                           attention_mask: torch.Tensor | None = None, resets: torch.Tensor | None = None,
+                           logits_to_keep: int = 0, inplace: bool = False) -> tuple[torch.Tensor, xLSTMLargeState]:
         """Logits of the tokens and the state after them.
 
         Args:
             input_ids (LongTensor): `[B, S]`, any S >= 1, ids in [0, vocab_size).
             state (tuple of mLSTMState, optional): from a previous call or `allocate_state`; empty when None.
+            attention_mask (Tensor, optional): `[B, S]`, bool or integer 0/1 (1: a token, 0: a pad), as transformers
+                gives it; each row's tokens contiguous (left and/or right padding). A pad leaves the state of its
+                row exactly unchanged, so each row gets what it gets alone. Logits at pads are finite but
+                unspecified.
             resets (BoolTensor, optional): `[B, S]`; documents start at these tokens and the state is emptied
                 there, so packed documents run exactly as if alone.
             logits_to_keep (int): if > 0, return logits only for the last `logits_to_keep` positions, so a long
@@ -85,6 +102,9 @@ class xLSTMLarge(nn.Module):
         if state is not None:
             self.check_state(state, B, input_ids.device)
         check_resets(resets, B, S, input_ids.device)
+        mask = check_attention_mask(attention_mask, B, S, input_ids.device)
+        if mask is not None and resets is not None:
+            check_mask(mask, B, S, input_ids.device, resets)
         check_logits_to_keep(logits_to_keep)
         keep_from = max(S - logits_to_keep, 0) if logits_to_keep else 0
         # without autograd, long inputs go through all blocks one segment at a time: same result, bounded memory
@@ -93,7 +113,8 @@ class xLSTMLarge(nn.Module):
         for start in range(0, S, segment):
             end = min(start + segment, S)
             hidden, state = self.backbone(input_ids[:, start:end], state, self.runtime,
-                                          None if resets is None else resets[:, start:end], inplace)
+                                          None if resets is None else resets[:, start:end], inplace,
+                                          None if mask is None else mask[:, start:end])
             if end > keep_from:
                 logits.append(self.logits(hidden[:, max(keep_from - start, 0):]))
         return (logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)), (given if inplace else state)

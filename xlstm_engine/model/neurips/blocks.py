@@ -30,13 +30,14 @@ class xLSTMBlock(nn.Module):
             self.ffn_norm = self.ffn = None
 
     def forward(self, x: torch.Tensor, state: mLSTMLayerState | sLSTMLayerState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None, inplace: bool = False
+                resets: torch.Tensor | None = None, inplace: bool = False, attention_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, mLSTMLayerState | sLSTMLayerState]:
-        """x [B, S, E] -> [B, S, E], new layer state (with inplace, written into the tensors of `state`)."""
+        """x [B, S, E] -> [B, S, E], new layer state (with inplace, written into the tensors of `state`).
+        attention_mask [B, S] bool (True: a token) or None: the layer's states hold still at pads."""
         if isinstance(self.xlstm, mLSTMLayer):
-            h, state = self.xlstm(self.xlstm_norm(x), state, runtime, resets, inplace)
+            h, state = self.xlstm(self.xlstm_norm(x), state, runtime, resets, inplace, attention_mask)
         else:  # the sLSTM op returns a new state (it has no in-place mode): copied into the given tensors
-            h, new_state = self.xlstm(self.xlstm_norm(x), state, runtime, resets)
+            h, new_state = self.xlstm(self.xlstm_norm(x), state, runtime, resets, attention_mask)
             state = copy_state_(state, new_state) if inplace else new_state
         x = x + h
         if self.ffn is not None:

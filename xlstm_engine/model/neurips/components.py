@@ -82,15 +82,37 @@ class CausalConv1d(nn.Module):
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=True)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, resets: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, resets: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, S, D], state [B, K-1, D] or None -> y [B, S, D], new state [B, K-1, D].
 
         resets [B, S] (bool, optional): a document starts at these tokens; no output sees inputs (or state)
         from before the start of its document, and the new state holds only the last document's inputs.
+        mask [B, S] (bool, optional): False marks a pad, which the conv skips: the output at a real position sees
+        the last K-1 real inputs before it (the state where there are fewer), and the new state is the last K-1 real
+        inputs (with the state in front where there are fewer). Outputs at pads are finite but unspecified.
         """
         history = self.kernel_size - 1
         x = F.pad(x, (0, 0, history, 0)) if state is None else torch.cat([state.to(x.dtype), x], dim=1)
+        if mask is None:
+            return self._convolve(x, resets)
+        # Each row's pads move to its front, stably (ahead of the state, which counts as real): the real inputs then
+        # follow the state without a gap, and a pad meets only pads. dest: where each input goes; order: its inverse.
+        B, S = mask.shape
+        real = torch.cat([mask.new_ones(B, history), mask], dim=1)  # [B, K-1+S]
+        pads = (~real).sum(1, keepdim=True)
+        dest = torch.where(real, pads + real.cumsum(1) - 1, (~real).cumsum(1) - 1)
+        order = torch.empty_like(dest).scatter_(1, dest, torch.arange(S + history, device=dest.device).expand_as(dest))
+        compact = x.gather(1, order[..., None].expand_as(x))
+        if resets is not None:
+            resets = torch.cat([resets.new_zeros(B, history), resets], dim=1).gather(1, order)
+        # from a zero history: outputs for every position of `compact` (the state's included), in compact order
+        y, new_state = self._convolve(F.pad(compact, (0, 0, history, 0)), resets)
+        return y.gather(1, dest[:, history:, None].expand(-1, -1, y.shape[-1])), new_state
+
+    def _convolve(self, x: torch.Tensor, resets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, K-1+S, D] (the history, then the inputs), resets [B, S] or None -> y [B, S, D], new state."""
+        history = self.kernel_size - 1
         if resets is None:
             y = F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.conv.groups)
             # a copy, not a view: a view would keep the whole padded input alive with the state

@@ -29,14 +29,16 @@ class mLSTMCell(nn.Module):
         self.fgate = nn.Linear(3 * inner_dim, num_heads)
         self.outnorm = MultiHeadLayerNorm(inner_dim, weight=True, bias=False)
 
-    def forward(self, q, k, v, state, runtime: RuntimeOptions, resets=None, inplace: bool = False):
-        """q, k, v [B, S, I] -> h [B, S, I], new mLSTMState (with inplace, `state`, written by the op)."""
+    def forward(self, q, k, v, state, runtime: RuntimeOptions, resets=None, inplace: bool = False,
+                attention_mask=None):
+        """q, k, v [B, S, I] -> h [B, S, I], new mLSTMState (with inplace, `state`, written by the op).
+        attention_mask [B, S] bool (True: a token) or None: the memory holds still at pads."""
         qkv = torch.cat([q, k, v], dim=-1)
         i, f = self.igate(qkv), self.fgate(qkv)  # [B, S, H]
         q, k, v = (t.unflatten(-1, (self.num_heads, -1)) for t in (q, k, v))  # [B, S, H, D]
         h, state = mlstm(q, k, v, i, f, initial_state=state, output_final_state=True,
                          chunk_size=runtime.chunk_size, backend=runtime.mlstm_backend, resets=resets,
-                         inplace=inplace)
+                         inplace=inplace, mask=attention_mask)
         return self.outnorm(h), state
 
     def reset_parameters(self) -> None:
@@ -65,19 +67,21 @@ class mLSTMLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, state: mLSTMLayerState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None, inplace: bool = False) -> tuple[torch.Tensor, mLSTMLayerState]:
+                resets: torch.Tensor | None = None, inplace: bool = False,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, mLSTMLayerState]:
         """x [B, S, E] -> y [B, S, E], new state. resets [B, S]: documents start there (packed sequences).
-        inplace: the new state is written into the tensors of `state` (conv history and mLSTM memory)."""
+        inplace: the new state is written into the tensors of `state` (conv history and mLSTM memory).
+        attention_mask [B, S] bool (True: a token) or None: the conv history and the memory hold still at pads."""
         conv_state, cell_state = (None, None) if state is None else state
         x_m, z = self.proj_up(x).split(self.config.inner_dim, dim=-1)
         if self.conv1d is None:  # the official layer cannot run without a conv; like its sLSTM: no activation
             x_c = x_m
         else:
-            x_c, new_conv_state = self.conv1d(x_m, conv_state, resets)
+            x_c, new_conv_state = self.conv1d(x_m, conv_state, resets, attention_mask)
             conv_state = conv_state.copy_(new_conv_state) if inplace else new_conv_state
             x_c = F.silu(x_c)
         h, cell_state = self.mlstm_cell(self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_m), cell_state, runtime,
-                                         resets, inplace)
+                                         resets, inplace, attention_mask)
         h = (h + self.learnable_skip * x_c) * F.silu(z)
         return self.dropout(self.proj_down(h)), mLSTMLayerState(conv_state, cell_state)
 

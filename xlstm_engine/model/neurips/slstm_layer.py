@@ -166,12 +166,14 @@ class sLSTMLayer(nn.Module):
         return self.fgate, self.igate, self.zgate, self.ogate
 
     def forward(self, x: torch.Tensor, state: sLSTMLayerState | None, runtime: RuntimeOptions,
-                resets: torch.Tensor | None = None) -> tuple[torch.Tensor, sLSTMLayerState]:
-        """x [B, S, E] -> y [B, S, E], new state. resets [B, S]: documents start there (packed sequences)."""
+                resets: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, sLSTMLayerState]:
+        """x [B, S, E] -> y [B, S, E], new state. resets [B, S]: documents start there (packed sequences).
+        attention_mask [B, S] bool (True: a token) or None: the conv history and the cell state hold still at pads."""
         c = self.config
         conv_state, cell_state = (None, None) if state is None else state
         if c.conv1d_kernel_size > 0:
-            x_c, conv_state = self.conv1d(x, conv_state, resets)
+            x_c, conv_state = self.conv1d(x, conv_state, resets, attention_mask)
             x_c = F.silu(x_c)
         else:
             x_c = x
@@ -183,7 +185,7 @@ class sLSTMLayer(nn.Module):
         gates = torch.cat([i_f, z_o], dim=2) + self.slstm_cell.bias  # [B, S, 4, H, D]
         h, cell_state = slstm(gates, self.slstm_cell.recurrent_kernel, initial_state=cell_state,
                               output_final_state=True, function=c.function, backend=runtime.slstm_backend,
-                              resets=resets)
+                              resets=resets, mask=attention_mask)
         return self.group_norm(self.dropout(h)), sLSTMLayerState(conv_state, cell_state)
 
     def reset_parameters(self) -> None:

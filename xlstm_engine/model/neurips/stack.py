@@ -15,12 +15,19 @@ from torch import nn
 
 from ...config import RuntimeOptions
 from ...config.neurips import xLSTMBlockStackConfig, xLSTMLMModelConfig
-from ...ops.checks import check_resets
+from ...ops.checks import check_mask, check_resets
 from ...ops.mlstm import check_state as check_mlstm_state
 from ...ops.mlstm import mLSTMState
 from ...ops.slstm import check_state as check_slstm_state
 from ...ops.slstm import sLSTMState
-from ..checks import check_hidden, check_inplace, check_logits_to_keep, check_state_type, check_token_ids
+from ..checks import (
+    check_attention_mask,
+    check_hidden,
+    check_inplace,
+    check_logits_to_keep,
+    check_state_type,
+    check_token_ids,
+)
 from ..state import mLSTMLayerState, sLSTMLayerState, xLSTMStackState
 from .blocks import xLSTMBlock
 from .components import LayerNorm, small_init_
@@ -36,14 +43,20 @@ class xLSTMBlockStack(nn.Module):
         self.post_blocks_norm = LayerNorm(config.embedding_dim) if config.add_post_blocks_norm else nn.Identity()
         self.reset_parameters()
 
-    def forward(self, x: torch.Tensor, resets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """x [B, S, E] -> y [B, S, E]: the official call (extra keyword arguments are ignored, as there)."""
-        return self.forward_with_state(x, resets=resets)[0]
+    def forward(self, x: torch.Tensor, resets: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """x [B, S, E] -> y [B, S, E]: the official call (other keyword arguments are ignored, as there);
+        resets and attention_mask as in forward_with_state."""
+        return self.forward_with_state(x, resets=resets, attention_mask=attention_mask)[0]
 
     def forward_with_state(self, x: torch.Tensor, state: xLSTMStackState | None = None, *,
-                           resets: torch.Tensor | None = None, inplace: bool = False
-                           ) -> tuple[torch.Tensor, xLSTMStackState]:
+                           attention_mask: torch.Tensor | None = None, resets: torch.Tensor | None = None,
+                           inplace: bool = False) -> tuple[torch.Tensor, xLSTMStackState]:
         """Process x [B, S, E] (any S >= 1) in parallel from `state` (None: empty). Returns y and the new state.
+
+        attention_mask [B, S] (bool or integer 0/1, 1: a token, each row's tokens contiguous; optional): a pad leaves
+        every state of its row (conv histories included) exactly unchanged, so each row gets what it gets alone;
+        y at pads is finite but unspecified.
 
         resets [B, S] (bool, optional): documents start at these tokens; every layer's state (conv history
         included) is emptied there, so packed documents run exactly as if alone.
@@ -55,9 +68,12 @@ class xLSTMBlockStack(nn.Module):
         if state is not None:
             self.check_state(state, B, x.device)
         check_resets(resets, B, S, x.device)
+        mask = check_attention_mask(attention_mask, B, S, x.device)
+        if mask is not None and resets is not None:
+            check_mask(mask, B, S, x.device, resets)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
-            x, block_state = block(x, block_state, self.runtime, resets, inplace)
+            x, block_state = block(x, block_state, self.runtime, resets, inplace, mask)
             new_state.append(block_state if inplace else _cast(block_state, self.runtime.state_dtype))
         return self.post_blocks_norm(x), (state if inplace else tuple(new_state))
 
@@ -146,22 +162,25 @@ class xLSTMLMModel(nn.Module):
     def runtime(self, runtime: RuntimeOptions) -> None:
         self.xlstm_block_stack.runtime = runtime
 
-    def forward(self, idx: torch.Tensor, resets: torch.Tensor | None = None) -> torch.Tensor:
-        """idx [B, S] -> logits [B, S, vocab_size]. resets [B, S]: documents start there (packed sequences)."""
-        return self.forward_with_state(idx, resets=resets)[0]
+    def forward(self, idx: torch.Tensor, resets: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """idx [B, S] -> logits [B, S, vocab_size]. resets [B, S]: documents start there (packed sequences);
+        attention_mask [B, S]: 0 marks pads (as in forward_with_state)."""
+        return self.forward_with_state(idx, resets=resets, attention_mask=attention_mask)[0]
 
     def forward_with_state(self, idx: torch.Tensor, state: xLSTMStackState | None = None, *,
-                           resets: torch.Tensor | None = None, logits_to_keep: int = 0, inplace: bool = False
-                           ) -> tuple[torch.Tensor, xLSTMStackState]:
+                           attention_mask: torch.Tensor | None = None, resets: torch.Tensor | None = None,
+                           logits_to_keep: int = 0, inplace: bool = False) -> tuple[torch.Tensor, xLSTMStackState]:
         """idx [B, S] from `state` -> logits [B, S or logits_to_keep, vocab_size], new state.
 
-        resets and inplace as in xLSTMBlockStack.forward_with_state; logits_to_keep > 0 keeps the logits of the
-        last positions only (0: all), as in xLSTMLarge.
+        attention_mask, resets and inplace as in xLSTMBlockStack.forward_with_state (logits at pads are finite but
+        unspecified); logits_to_keep > 0 keeps the logits of the last positions only (0: all), as in xLSTMLarge.
         """
         check_token_ids(idx, self.config.vocab_size, "idx")
         check_logits_to_keep(logits_to_keep)
         x, state = self.xlstm_block_stack.forward_with_state(self.emb_dropout(self.token_embedding(idx)), state,
-                                                             resets=resets, inplace=inplace)
+                                                             attention_mask=attention_mask, resets=resets,
+                                                             inplace=inplace)
         return self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x), state
 
     def step(self, idx: torch.Tensor, state: xLSTMStackState | None = None) -> tuple[torch.Tensor, xLSTMStackState]:

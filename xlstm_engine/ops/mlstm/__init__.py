@@ -12,7 +12,7 @@ import importlib.util
 
 import torch
 
-from ..checks import check_resets
+from ..checks import check_mask, check_resets
 from .chunkwise import mlstm_chunkwise
 from .limits import SHORT_PROMPT, TRITON_CHUNK_SIZES, triton_head_dims_fit
 from .naive import mlstm_parallel_naive, mlstm_recurrent_naive
@@ -30,7 +30,7 @@ def mlstm(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: torch.Tensor, f: torch.Tensor, *,
     initial_state: mLSTMState | None = None, output_final_state: bool = False,
     input_gate: str = "exp", eps: float = 1e-6, chunk_size: int = 64, backend: str = "auto",
-    resets: torch.Tensor | None = None, inplace: bool = False,
+    resets: torch.Tensor | None = None, inplace: bool = False, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, mLSTMState | None]:
     """Run the mLSTM cell over a sequence.
 
@@ -51,11 +51,17 @@ def mlstm(
             documents do not see each other (each runs as from an empty state).
         inplace (bool): write the final state into `initial_state`'s tensors and return those (for decoding
             with preallocated state, as in a CUDA graph). The Triton step kernel writes them where they lie.
+        mask (Tensor, optional): bool `[B, S]`, True for a real token. A pad (False) leaves the memory (C, n, m)
+            exactly unchanged, and its inputs get zero gradients: its gates are replaced by i = -inf (no write) and
+            f = +inf (log sigmoid(f) = 0: no decay), in every backend. h at a pad reads the held memory. A reset
+            must not mark a pad.
 
     Returns:
         h `[B, S, H, DV]` in q's dtype, and the final state (float32 or wider) or None.
     """
-    _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets)
+    _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets, mask)
+    if mask is not None:
+        i, f = _hold_gates(i, f, mask)
     if inplace and initial_state is None:
         raise ValueError("inplace=True writes the final state into initial_state, which is None")
     S = q.shape[1]
@@ -76,6 +82,14 @@ def mlstm(
             target.copy_(new)
         state = initial_state
     return h, (state if output_final_state else None)
+
+
+def _hold_gates(i: torch.Tensor, f: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate pre-activations with pads (mask False) replaced: i = -inf, so exp(i - m) = 0 and, for the sigmoid
+    gate, sigmoid(i) = 0 (nothing is written), and f = +inf, so log sigmoid(f) = 0 (nothing decays) and the stabilizer
+    m_t = max(0 + m_{t-1}, -inf) stays. Selected, not multiplied: no gradient reaches a pad's gates."""
+    pad = ~mask[..., None]  # [B, S, 1]
+    return i.masked_fill(pad, float("-inf")), f.masked_fill(pad, float("inf"))
 
 
 def _sequence(backend: str, q, k, v, i, f, initial_state, resets, chunk_size: int, **kwargs):
@@ -120,13 +134,15 @@ def _triton():
 
 
 def _triton_fits(q: torch.Tensor, v: torch.Tensor, chunk_size: int) -> bool:
-    """Whether "auto" takes the Triton kernels: CUDA tensors of shapes they support, and triton installed."""
-    if not q.is_cuda or not triton_head_dims_fit(q.shape[-1], v.shape[-1]) or chunk_size not in TRITON_CHUNK_SIZES:
+    """Whether "auto" takes the Triton kernels: CUDA tensors of shapes and dtypes they support (not float64: the
+    PyTorch forms compute in it), and triton installed."""
+    if not q.is_cuda or q.dtype == torch.float64 or not triton_head_dims_fit(q.shape[-1], v.shape[-1]) \
+            or chunk_size not in TRITON_CHUNK_SIZES:
         return False
     return importlib.util.find_spec("triton") is not None
 
 
-def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets) -> None:
+def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend, resets, mask=None) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown mLSTM backend {backend!r}; expected one of {BACKENDS}")
     if input_gate not in INPUT_GATES:
@@ -149,6 +165,7 @@ def _check_inputs(q, k, v, i, f, initial_state, input_gate, chunk_size, backend,
     if initial_state is not None:
         check_state(initial_state, B, H, DK, v.shape[-1])
     check_resets(resets, B, S, q.device)
+    check_mask(mask, B, S, q.device, resets)
 
 
 def check_state(state: mLSTMState, B: int, H: int, DK: int, DV: int, where: str = "initial_state") -> None:

@@ -82,7 +82,10 @@ def _chunks(q, k, v, li, lf, resets, state: mLSTMState, L: int, exp_gate: bool, 
     m_local = a.max(-1).values if exp_gate else torch.zeros_like(g)  # [B, H, NC]
     if exp_gate and fresh is not None:
         m_local = torch.maximum(m_local, fresh[..., -1])
-    k_weighted = k * torch.exp(a - m_local[..., None])[..., None]
+    # a chunk where no token writes (every log input gate -inf: all padding) has m_local = -inf and a zero local
+    # memory; it is scaled by e^0 instead, as exp(a - m_local) would be exp(-inf + inf) = NaN
+    m_scale = m_local.masked_fill(m_local == float("-inf"), 0.0)
+    k_weighted = k * torch.exp(a - m_scale[..., None])[..., None]
     if document is not None:
         k_weighted = torch.where(outflow[..., None], k_weighted, 0.0)
         v_out = torch.where(outflow[..., None], v, 0.0)

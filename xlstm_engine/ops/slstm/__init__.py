@@ -1,6 +1,6 @@
 """The sLSTM op: one entry point, a reference and a fast implementation with one calling convention.
 
-    h, state = slstm(x, R, initial_state=None, output_final_state=False, function="slstm", resets=None)
+    h, state = slstm(x, R, initial_state=None, output_final_state=False, function="slstm", resets=None, mask=None)
 
 Layout (batch-major, as the input projection produces it):
     x [B, S, 4, H, D] gate pre-activations in the order (i, f, z, o), bias included
@@ -9,12 +9,13 @@ Layout (batch-major, as the input projection produces it):
     h [B, S, H, D]
     state: sLSTMState(h, c, n, m), each [B, H, D]
     resets [B, S] bool (optional): zero the state of sequence b just before step t (packed documents)
+    mask [B, S] bool (optional): False marks a pad, where the state of sequence b is held (padded batches)
 The math is in README.md.
 """
 
 import torch
 
-from ..checks import check_resets
+from ..checks import check_mask, check_resets
 from .naive import slstm_naive
 from .recurrent import slstm_recurrent
 from .state import sLSTMState
@@ -28,6 +29,7 @@ __all__ = ["BACKENDS", "FUNCTIONS", "check_state", "sLSTMState", "slstm", "slstm
 def slstm(
     x: torch.Tensor, R: torch.Tensor, *, initial_state: sLSTMState | None = None, output_final_state: bool = False,
     function: str = "slstm", backend: str = "auto", resets: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, sLSTMState | None]:
     """Run the sLSTM cell over a sequence.
 
@@ -42,17 +44,21 @@ def slstm(
         resets (Tensor, optional): bool `[B, S]`, for packed documents. Where `resets[b, t]` is True, the state
             (h, c, n, m) of sequence b is set to zero just before step t, which then runs as the first step of a
             fresh sequence (at t = 0 this replaces the initial state). No gradient flows through a reset.
+        mask (Tensor, optional): bool `[B, S]`, True for a real token. At a pad (False) the state (h, c, n, m) of
+            that sequence is held exactly (the step is computed and discarded, by selection), its output h is the
+            held h, and the pad's x gets a zero gradient, while the gradient of the state passes through unchanged.
+            A reset must not mark a pad.
 
     Returns:
         h `[B, S, H, D]` in x's dtype, and the final state (in float32, or float64 for float64 x) or None.
     """
-    _check_inputs(x, R, initial_state, function, backend, resets)
+    _check_inputs(x, R, initial_state, function, backend, resets, mask)
     impl = slstm_naive if backend == "naive" else slstm_recurrent
-    h, state = impl(x, R, initial_state, function=function, resets=resets)
+    h, state = impl(x, R, initial_state, function=function, resets=resets, mask=mask)
     return h, (state if output_final_state else None)
 
 
-def _check_inputs(x, R, initial_state, function, backend, resets=None) -> None:
+def _check_inputs(x, R, initial_state, function, backend, resets=None, mask=None) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown sLSTM backend {backend!r}; expected one of {BACKENDS}")
     if function not in FUNCTIONS:
@@ -80,6 +86,7 @@ def _check_inputs(x, R, initial_state, function, backend, resets=None) -> None:
             if t.device != x.device:
                 raise ValueError(f"initial_state.{name} is on {t.device} but x is on {x.device}")
     check_resets(resets, B, S, x.device)
+    check_mask(mask, B, S, x.device, resets)
 
 
 def check_state(state: sLSTMState, B: int, H: int, D: int, where: str = "initial_state") -> None:

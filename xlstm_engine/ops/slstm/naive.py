@@ -12,11 +12,12 @@ from .state import sLSTMState
 
 def slstm_naive(
     x: torch.Tensor, R: torch.Tensor, initial_state: sLSTMState | None = None, *, function: str = "slstm",
-    resets: torch.Tensor | None = None,
+    resets: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, sLSTMState]:
     """One time step at a time. Returns (h in x's dtype, final state in the compute dtype).
 
     `resets` [B, S] bool: where True, the state (h, c, n, m) of that sequence is set to zero just before the step.
+    `mask` [B, S] bool: where False (a pad), the step keeps the state (h, c, n, m) it got, and its output is that h.
     """
     B, S, _, H, D = x.shape
     dtype = torch.promote_types(x.dtype, torch.float32)
@@ -26,6 +27,7 @@ def slstm_naive(
     x_compute, R = x.to(dtype), R.to(dtype)
     outputs = []
     for t in range(S):
+        held = (h, c, n, m)
         if resets is not None:  # a fresh, empty memory; torch.where passes no gradient to the state it replaces
             reset = resets[:, t, None, None]  # [B, 1, 1]
             h, c, n, m = (torch.where(reset, 0.0, v) for v in (h, c, n, m))
@@ -43,5 +45,8 @@ def slstm_naive(
         else:  # classic LSTM; n and m are carried unchanged
             c = torch.sigmoid(f_raw) * c + torch.sigmoid(i_raw) * torch.tanh(z_raw)
             h = torch.sigmoid(o_raw) * torch.tanh(c)
+        if mask is not None:  # a pad: the state it got, selected (no gradient reaches the step's inputs)
+            real = mask[:, t, None, None]  # [B, 1, 1]
+            h, c, n, m = (torch.where(real, new, old) for new, old in zip((h, c, n, m), held, strict=True))
         outputs.append(h)
     return torch.stack(outputs, dim=1).to(x.dtype), sLSTMState(h, c, n, m)

@@ -26,6 +26,14 @@ by one select. m = -inf makes the plain step compute the first step of a fresh s
 _RESET_FILL). The backward takes the same states before the steps (one op per chunk) and cuts the gradient of the
 state before a reset: the coefficients there cut (dm, dn, dc), and dh_{t-1} is cut by one multiply of the (stored)
 d_raw by the mask (README.md, "Resets"). Steps without a reset, and calls without resets, run as before.
+
+Holds (padding, `mask` False): after a step computes the new state, the sequences that hold there get their previous
+state back (one select with out=, like a reset), so the history stores the held state and the output is the held h.
+The backward overwrites the coefficients of a held step (f = 1, all others 0: d_raw = 0, (dm, dn, dc) pass unchanged)
+and adds the held dh to dh_{t-1} = d_raw Rᵀ + (output gradient) (one op); README.md, "Padding". With holds and some
+initial n = 0, the first-step rule (m = i where n = 0) is checked at every step up to the first real step of the
+sequence with the most leading pads (a sequence that starts padded from an empty state takes its first real step
+later), not at step 0 only. Steps without a pad, and calls without a mask, run as before.
 """
 
 from typing import NamedTuple
@@ -41,9 +49,9 @@ _CHUNK_ELEMENTS = 1 << 16
 
 def slstm_recurrent(
     x: torch.Tensor, R: torch.Tensor, initial_state: sLSTMState | None = None, *, function: str = "slstm",
-    resets: torch.Tensor | None = None,
+    resets: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, sLSTMState]:
-    """x [B, S, 4, H, D] (i, f, z, o); R [H, D, 4, D]; resets [B, S] bool or None (see slstm).
+    """x [B, S, 4, H, D] (i, f, z, o); R [H, D, 4, D]; resets, mask [B, S] bool or None (see slstm).
 
     Returns (h [B, S, H, D] in x's dtype, final state).
     """
@@ -56,8 +64,16 @@ def slstm_recurrent(
         reset_steps = resets.any(0).tolist()  # one bool per step: does any sequence reset there
         if not any(reset_steps):
             resets, reset_steps = None, None
+    hold_flags, hold_steps, lead = None, None, 0
+    if mask is not None:
+        hold_flags = ~mask
+        # one read: per step, does any sequence hold (is padded) there; and the most leading pads of a sequence
+        flags = torch.cat([hold_flags.any(0), hold_flags.long().cumprod(1).sum(1).amax(0, keepdim=True)]).tolist()
+        hold_steps, lead = [bool(flag) for flag in flags[:-1]], flags[-1]
+        if not any(hold_steps):
+            hold_flags, hold_steps = None, None
     h, *state = _sLSTMFunction.apply(x.to(dtype), R.to(dtype), *initial_state.to(dtype), function == "lstm",
-                                     resets, reset_steps)
+                                     resets, reset_steps, hold_flags, hold_steps, lead)
     return h.to(x.dtype), sLSTMState(*state)
 
 
@@ -77,10 +93,37 @@ class _Resets(NamedTuple):
         return cls(steps, mask, (~mask).to(x.dtype), _reset_fill(x, lstm).view(1, 1, 4, 1))
 
 
+class _Holds(NamedTuple):
+    """The pads (held steps) as the loops use them, for a state [H, B, 4, D] (forward) or [H, B, D] (backward)."""
+
+    steps: list[bool]  # [S]: does any sequence hold at step t
+    mask: torch.Tensor  # [S, 1, B, 1, 1] bool: True where the sequence holds
+    held: torch.Tensor  # [S, 1, B, 1] mask in the compute dtype (1 where held), for the backward's dh
+    lead: int  # the most leading pads of a sequence: its first real step (S for a sequence of pads only)
+
+    @classmethod
+    def make(cls, hold_flags: torch.Tensor, steps: list[bool], lead: int, x: torch.Tensor) -> "_Holds":
+        """hold_flags [B, S] bool (True at a pad); steps [S]: hold_flags.any(0); lead: see the field."""
+        S, B = len(steps), hold_flags.shape[0]
+        mask = hold_flags.t().reshape(S, 1, B, 1, 1)
+        return cls(steps, mask, mask.view(S, 1, B, 1).to(x.dtype), lead)
+
+
+def _first_step_rule_until(n0: torch.Tensor, holds: _Holds | None, S: int) -> int:
+    """The steps t < this where the first-step rule (m = i where n = 0) may bind, for an initial n0 with some n0 = 0.
+    It binds only where n_{t-1} = 0, and from n >= 0 every real step leaves n > 0 (n = f n + i with i = 1 or f = 1):
+    so at the first step, or, with holds, up to the first real step of the sequence with the most leading pads;
+    everywhere where some n starts negative (n may cross 0 later)."""
+    if bool((n0 < 0).any()):
+        return S
+    return 1 if holds is None else min(S, holds.lead + 1)
+
+
 class _sLSTMFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, R, h0, c0, n0, m0, lstm: bool, reset_flags, reset_steps):
-        """x [B, S, 4, H, D]; R [H, D, 4, D]; h0, c0, n0, m0 [B, H, D]; reset_flags [B, S] bool or None.
+    def forward(ctx, x, R, h0, c0, n0, m0, lstm: bool, reset_flags, reset_steps, hold_flags, hold_steps, lead):
+        """x [B, S, 4, H, D]; R [H, D, 4, D]; h0, c0, n0, m0 [B, H, D]; reset_flags, hold_flags [B, S] bool or
+        None (hold: a pad, where the state is kept).
 
         Returns h [B, S, H, D] and the final h, c, n, m [B, H, D].
         """
@@ -96,9 +139,11 @@ class _sLSTMFunction(torch.autograd.Function):
         resets = None if reset_flags is None else _Resets.make(reset_flags, reset_steps, x, lstm)
         if resets is not None and reset_steps[0]:
             torch.where(resets.mask[0], resets.fill, history[0], out=history[0])
-        (_lstm_forward if lstm else _slstm_forward)(raw, R_flat, history, resets)
-        ctx.save_for_backward(raw, R_flat, history, *((None, None) if resets is None else (resets.mask, resets.keep)))
-        ctx.lstm, ctx.reset_steps = lstm, reset_steps
+        holds = None if hold_flags is None else _Holds.make(hold_flags, hold_steps, lead, x)
+        (_lstm_forward if lstm else _slstm_forward)(raw, R_flat, history, resets, holds)
+        ctx.save_for_backward(raw, R_flat, history, *((None, None) if resets is None else (resets.mask, resets.keep)),
+                              *((None, None) if holds is None else (holds.mask, holds.held)))
+        ctx.lstm, ctx.reset_steps, ctx.hold_steps, ctx.lead = lstm, reset_steps, hold_steps, lead
         h, c, n, m = history[S].transpose(0, 1).unbind(2)  # [B, H, D]
         h_seq = history[1:, :, :, 0].permute(2, 0, 1, 3)  # [B, S, H, D]
         return h_seq.contiguous(), h.contiguous(), c.contiguous(), n.contiguous(), m.contiguous()
@@ -106,10 +151,11 @@ class _sLSTMFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dh_seq, dh_last, dc_last, dn_last, dm_last):
-        raw, R_flat, history, mask, keep = ctx.saved_tensors
+        raw, R_flat, history, mask, keep, hold_mask, held = ctx.saved_tensors
         S, H, B, _, D = raw.shape
-        lstm, reset_steps = ctx.lstm, ctx.reset_steps
+        lstm, reset_steps, hold_steps = ctx.lstm, ctx.reset_steps, ctx.hold_steps
         resets = None if reset_steps is None else _Resets(reset_steps, mask, keep, None)
+        holds = None if hold_steps is None else _Holds(hold_steps, hold_mask, held, ctx.lead)
         dh_out = dh_seq.permute(1, 2, 0, 3)  # [S, H, B, D], a view: the gradient of each step's output
         # the gradient of the state after the current step: (dm, dn, dc, dh) for the sLSTM, (dc, dh) for the LSTM
         d_state = raw.new_empty(2 if lstm else 4, H, B, D)
@@ -120,7 +166,8 @@ class _sLSTMFunction(torch.autograd.Function):
         coefficients, backward_steps = (_lstm_coefficients, _lstm_backward) if lstm else \
             (_slstm_coefficients, _slstm_backward)
         chunk_len = min(S, max(16, _CHUNK_ELEMENTS // (H * B * D)))
-        rule_always = bool((history[0, :, :, 2] < 0).any())  # some n starts negative: see _slstm_forward
+        # the steps where the first-step rule may bind (_slstm_coefficients checks for n = 0 there)
+        rule_until = _first_step_rule_until(history[0, :, :, 2], holds, S)
         fill = None if resets is None else _reset_fill(raw, lstm).view(4, 1, 1, 1, 1)
         d_raw_chunk = raw.new_empty(H, chunk_len, B, 4, D)  # gradient of the pre-activations of a chunk
         dx = raw.new_empty(B, S, 4, H, D)
@@ -137,11 +184,15 @@ class _sLSTMFunction(torch.autograd.Function):
             if reset:  # the states as the steps saw them, after their resets
                 chunk_mask = mask[t0:t1].view(1, t1 - t0, 1, B, 1)
                 before = torch.where(chunk_mask, fill, before)
-            rule_steps = slice(None) if rule_always else slice(0, 1) if t0 == 0 else None
+            rule_steps = slice(0, min(t1, rule_until) - t0) if t0 < rule_until else None
             coeffs = coefficients(gates, before, after, rule_steps)  # [T, K, H, B, D]
             if reset:  # the last coefficient, f, carries (dn, dc) back through the step: cut at the resets
                 coeffs[:, -1].masked_fill_(chunk_mask[0], 0.0)
-            backward_steps(coeffs, dh_out, d_raw, d_state, R_flat_t, t0, t1, resets)
+            if holds is not None and any(hold_steps[t0:t1]):  # a held step: f = 1, all others 0 (d_raw = 0)
+                chunk_hold = hold_mask[t0:t1].view(t1 - t0, 1, 1, B, 1)
+                coeffs[:, :-1].masked_fill_(chunk_hold, 0.0)
+                coeffs[:, -1:].masked_fill_(chunk_hold, 1.0)
+            backward_steps(coeffs, dh_out, d_raw, d_state, R_flat_t, t0, t1, resets, holds)
             h_prev = before[0].transpose(0, 1).reshape(H, -1, D)  # [H, T B, D]
             dR.baddbmm_(h_prev.transpose(1, 2), d_raw.reshape(H, -1, 4 * D))
             dx[:, t0:t1] = d_raw.permute(2, 1, 3, 0, 4)
@@ -153,7 +204,7 @@ class _sLSTMFunction(torch.autograd.Function):
                 dn0, dm0 = dn0.masked_fill(reset_rows, 0.0), dm0.masked_fill(reset_rows, 0.0)
         else:
             dm0, dn0, dc0, dh0 = (t.transpose(0, 1) for t in d_state)
-        return dx, dR.view(H, D, 4, D), dh0, dc0, dn0, dm0, None, None, None
+        return dx, dR.view(H, D, 4, D), dh0, dc0, dn0, dm0, None, None, None, None, None, None
 
 
 def _neg_log_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -187,15 +238,14 @@ def _forward_buffers(raw: torch.Tensor, history: torch.Tensor):
     return work, states, raw.view(S, H, B, 4 * D).unbind(0), history.unbind(0)
 
 
-def _slstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tensor, resets: _Resets | None) -> None:
+def _slstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tensor, resets: _Resets | None,
+                   holds: _Holds | None) -> None:
     """The sLSTM steps. raw [S, H, B, 4, D]: x_t in, x_t + h_{t-1} R out; R_flat [H, D, 4 D]; history
     [S + 1, H, B, 4, D]: the initial state (h, c, n, m) in row 0, the state after each step written to the others."""
     n0 = history[0, :, :, 2]
-    # The first-step rule (m = i where n = 0) can only bind where n = 0. From n >= 0 every step leaves n > 0
-    # (n = f n + i with i = 1 or f = 1), so the rule is needed at step 0 only, unless some n starts negative.
-    # (After a reset, m = -inf applies it without a check; see _RESET_FILL.)
-    rule_at_start = bool((n0 == 0).any())
-    rule_always = bool((n0 < 0).any())
+    # The first-step rule (m = i where n = 0) can only bind where n = 0: at the steps t < rule_until
+    # (_first_step_rule_until). (After a reset, m = -inf applies it without a check; see _RESET_FILL.)
+    rule_until = _first_step_rule_until(n0, holds, raw.shape[0]) if bool((n0 <= 0).any()) else 0
     work, states, raw_rows, history_rows = _forward_buffers(raw, history)
     # each slot holds a pre-activation, then its gate: i, and f (via lf), are overwritten in place
     i_tanh_z, i, f, z, o = work.unbind(2)
@@ -208,7 +258,7 @@ def _slstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tenso
         gates.copy_(raw_rows[t].baddbmm_(h_prev, R_flat).view(gates.shape))
         torch.sub(m_prev, _neg_log_sigmoid(f), out=f)  # lf = m_{t-1} + log sigmoid(f)
         torch.maximum(i, f, out=m)
-        apply_rule = rule_always or (rule_at_start and t == 0)
+        apply_rule = t < rule_until
         if apply_rule:
             torch.where(n_prev == 0, i, m, out=m)
         i_f.sub_(m_keepdim).exp_()  # (i, f) = exp((i, lf) - m)
@@ -217,10 +267,12 @@ def _slstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tenso
         torch.mul(z.tanh_(), i, out=i_tanh_z)
         torch.addcmul(i_tanh_z_i, f_keepdim, cn_prev, out=cn)  # (c, n) = f (c, n) + (i tanh z, i)
         torch.div(c, n, out=h).mul_(o.sigmoid_())
+        _hold(new, states[t % 2].all, t, holds)
         _save_and_reset(new, history_rows, t + 1, resets)
 
 
-def _lstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tensor, resets: _Resets | None) -> None:
+def _lstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tensor, resets: _Resets | None,
+                  holds: _Holds | None) -> None:
     """The LSTM steps, as _slstm_forward; n and m are carried unchanged in the state buffers."""
     work, states, raw_rows, history_rows = _forward_buffers(raw, history)
     _, i, f, z, o = work.unbind(2)  # slot 0 is unused
@@ -234,6 +286,7 @@ def _lstm_forward(raw: torch.Tensor, R_flat: torch.Tensor, history: torch.Tensor
         z.tanh_().mul_(i)
         torch.addcmul(z, f, c_prev, out=c)
         torch.tanh(c, out=h).mul_(o)
+        _hold(new, states[t % 2].all, t, holds)
         _save_and_reset(new, history_rows, t + 1, resets)
 
 
@@ -247,6 +300,13 @@ _RESET_FILL = {False: (0.0, 0.0, 0.0, -float("inf")), True: (0.0, 0.0, 0.0, 0.0)
 
 def _reset_fill(like: torch.Tensor, lstm: bool) -> torch.Tensor:
     return like.new_tensor(_RESET_FILL[lstm])
+
+
+def _hold(new: torch.Tensor, previous: torch.Tensor, t: int, holds: _Holds | None) -> None:
+    """The sequences that hold at step t (pads) keep the state before it: `previous` [H, B, 4, D], selected into
+    `new` (the state after step t). A held step has no reset, so `previous` is that state as the history has it."""
+    if holds is not None and holds.steps[t]:
+        torch.where(holds.mask[t], previous, new, out=new)
 
 
 def _save_and_reset(new: torch.Tensor, history_rows, t: int, resets: _Resets | None) -> None:
@@ -267,6 +327,21 @@ def _save_and_reset(new: torch.Tensor, history_rows, t: int, resets: _Resets | N
 # taken after their resets), and the gradient of the state before it is cut: (dm, dn, dc) by the coefficients,
 # dh_{t-1} by zeroing d_raw of those sequences after it is stored, so that dh_{t-1} = d_raw Rᵀ + dh_out is the
 # output gradient alone.
+
+
+def _previous_dh(dh, dh_out_rows, d_raw_step_flat, R_flat_t, carry, t: int, holds: _Holds | None) -> None:
+    """dh_{t-1} = d_raw_t Rᵀ + (output gradient of h_{t-1}), written into dh (the gradient of h_t before); plus
+    dh_t itself for the sequences that hold at step t (h_{t-1} is their h_t; their d_raw is 0). carry [H, B, D]."""
+    if holds is not None and holds.steps[t]:
+        if t > 0:
+            torch.addcmul(dh_out_rows[t - 1], holds.held[t], dh, out=carry)
+        else:
+            torch.mul(holds.held[t], dh, out=carry)
+        torch.baddbmm(carry, d_raw_step_flat, R_flat_t, out=dh)
+    elif t > 0:
+        torch.baddbmm(dh_out_rows[t - 1], d_raw_step_flat, R_flat_t, out=dh)
+    else:
+        torch.bmm(d_raw_step_flat, R_flat_t, out=dh)
 
 
 def _backward_buffers(coeffs: torch.Tensor, d_raw: torch.Tensor, dh_out: torch.Tensor):
@@ -311,7 +386,8 @@ def _slstm_coefficients(gates: torch.Tensor, before: torch.Tensor, after: torch.
                         torch.sigmoid(-f_raw), f], 1)
 
 
-def _slstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, resets: _Resets | None) -> None:
+def _slstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, resets: _Resets | None,
+                    holds: _Holds | None) -> None:
     """Steps t1-1 down to t0: d_state (dm, dn, dc, dh) [4, H, B, D], the gradient of the state after step t1 - 1
     (dh with its output gradient), becomes that of the state before step t0; d_raw [H, T, B, 4, D] is written.
 
@@ -323,6 +399,7 @@ def _slstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, 
     dm, dnc, dmnc, dch, dh = d_state[0], d_state[1:3], d_state[0:3], d_state[2:4], d_state[3]
     di, df, dzo = d_raw_step[:, :, 0], d_raw_step[:, :, 1], d_raw_step[:, :, 2:4].permute(2, 0, 1, 3)
     products = d_state.new_empty(3, *dh.shape)
+    carry = None if holds is None else torch.empty_like(dh)
     for t in range(t1 - 1, t0 - 1, -1):
         step_coeffs.copy_(coeff_rows[t - t0])
         dnc.addcmul_(dh_to_dnc, dh)  # (dn, dc) += (d h / d n, d h / d c) dh
@@ -334,10 +411,7 @@ def _slstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, 
         d_raw_rows[t - t0].copy_(d_raw_step)
         if resets is not None and resets.steps[t]:
             d_raw_step.mul_(resets.keep[t])  # no dh_{t-1} through the reset
-        if t > 0:
-            torch.baddbmm(dh_out_rows[t - 1], d_raw_step_flat, R_flat_t, out=dh)
-        else:
-            torch.bmm(d_raw_step_flat, R_flat_t, out=dh)
+        _previous_dh(dh, dh_out_rows, d_raw_step_flat, R_flat_t, carry, t, holds)
 
 
 def _lstm_coefficients(gates: torch.Tensor, before: torch.Tensor, after: torch.Tensor, rule_steps: slice | None):
@@ -352,13 +426,15 @@ def _lstm_coefficients(gates: torch.Tensor, before: torch.Tensor, after: torch.T
                         i * (1 - tanh_z * tanh_z), tanh_c * o * (1 - o), f], 1)
 
 
-def _lstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, resets: _Resets | None) -> None:
+def _lstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, resets: _Resets | None,
+                   holds: _Holds | None) -> None:
     """As _slstm_backward, with d_state (dc, dh) [2, H, B, D] and coeffs from _lstm_coefficients."""
     step_coeffs, d_raw_step, d_raw_step_flat, coeff_rows, dh_out_rows, d_raw_rows = \
         _backward_buffers(coeffs, d_raw, dh_out)
     dh_to_dc, dc_to_dif, dch_to_dzo, f = step_coeffs[0], step_coeffs[1:3], step_coeffs[3:5], step_coeffs[5]
     dc, dh = d_state[0], d_state[1]
     dif, dzo = d_raw_step[:, :, 0:2].permute(2, 0, 1, 3), d_raw_step[:, :, 2:4].permute(2, 0, 1, 3)
+    carry = None if holds is None else torch.empty_like(dh)
     for t in range(t1 - 1, t0 - 1, -1):
         step_coeffs.copy_(coeff_rows[t - t0])
         dc.addcmul_(dh_to_dc, dh)
@@ -368,7 +444,4 @@ def _lstm_backward(coeffs, dh_out, d_raw, d_state, R_flat_t, t0: int, t1: int, r
         d_raw_rows[t - t0].copy_(d_raw_step)
         if resets is not None and resets.steps[t]:
             d_raw_step.mul_(resets.keep[t])  # no dh_{t-1} through the reset
-        if t > 0:
-            torch.baddbmm(dh_out_rows[t - 1], d_raw_step_flat, R_flat_t, out=dh)
-        else:
-            torch.bmm(d_raw_step_flat, R_flat_t, out=dh)
+        _previous_dh(dh, dh_out_rows, d_raw_step_flat, R_flat_t, carry, t, holds)
