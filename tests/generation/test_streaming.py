@@ -3,8 +3,8 @@
 import torch
 
 import xlstm_engine as xe
-from xlstm_engine.testing import assert_close
 from xlstm_engine.generation import TextDelta
+from xlstm_engine.testing import assert_close
 
 TEXT = " the cat sat on the mat. café 😀 the end."
 
