@@ -9,6 +9,7 @@ IDS = torch.tensor([[5, 6, 7], [8, 9, 10]])
 
 CASES = {
     "empty prompt": (dict(input_ids=torch.zeros(2, 0, dtype=torch.long)), ValueError, r"S >= 1 .*got \(2, 0\)"),
+    "cuda graph on the CPU": (dict(cuda_graph=True), ValueError, "cuda_graph=True needs the model on a CUDA device"),
     "no prompt and no state": (dict(input_ids=None), ValueError, "give input_ids"),
     "float ids": (dict(input_ids=IDS.float()), TypeError, "integer tensor"),
     "ids out of range": (dict(input_ids=torch.tensor([[5, 101]])), ValueError, r"\[0, 101\).*\[5, 101\]"),

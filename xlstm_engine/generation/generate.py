@@ -6,6 +6,7 @@ decode loop, a Python generator of the tokens of each step that generate(), stre
 
 import torch
 
+from .cuda_graph import StepGraph
 from .inputs import prepare_prompt, resolve_bos, resolve_token_ids, seen_tokens
 from .protocol import check_model, fingerprint
 from .sampling import SamplingParams, make_generators, pick, process_logits
@@ -24,7 +25,7 @@ class Decoding:
     def __init__(self, model, input_ids=None, attention_mask=None, *, max_new_tokens: int, do_sample=False,
                  temperature=1.0, top_k=None, top_p=None, min_p=None, repetition_penalty=None, eos_token_id=None,
                  pad_token_id=None, stop_strings=None, tokenizer=None, generator=None, seed=None, state=None,
-                 add_bos_token=None, bos_token_id=None):
+                 add_bos_token=None, bos_token_id=None, cuda_graph=False):
         check_model(model)
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
@@ -49,7 +50,10 @@ class Decoding:
         if self.stop.can_finish and batch > 1 and self.pad is None:
             raise ValueError("rows can finish at different steps (eos_token_id or stop_strings), and a finished row "
                              "is filled with pad_token_id, but neither it nor the model's config gives one")
+        if cuda_graph and device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs the model on a CUDA device, got {device}")
         self.batch_size, self.device = batch, device
+        self.cuda_graph, self.graph = cuda_graph, None
         self._prefill(prompt, state)
 
     @torch.inference_mode()
@@ -66,7 +70,12 @@ class Decoding:
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed tokens [B] (one per row) from the state, in place; returns the next logits [B, V] float32."""
+        """Feed tokens [B] (one per row) from the state, in place; returns the next logits [B, V] float32 (with
+        cuda_graph, the graph's own tensor, overwritten by the next step)."""
+        if self.cuda_graph:
+            if self.graph is None:  # captured on first use, once the prefill has filled the state
+                self.graph = StepGraph(self.model, self.state, self.batch_size, self.device)
+            return self.graph(tokens)
         logits, _ = self.model.forward_with_state(tokens[:, None], self.state, logits_to_keep=1, inplace=True)
         return logits[:, -1].float()
 
@@ -102,7 +111,7 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask: torch
              stop_strings: str | list[str] | None = None, tokenizer=None,
              generator: torch.Generator | list[torch.Generator] | None = None, seed: int | None = None,
              state=None, streamer=None, add_bos_token: bool | None = None,
-             bos_token_id: int | None = None) -> torch.Tensor:
+             bos_token_id: int | None = None, cuda_graph: bool = False) -> torch.Tensor:
     """Continue each row of a batch of prompts (xLSTMLarge, xLSTMLMModel: any model of the stateful contract).
 
     Args:
@@ -125,6 +134,8 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask: torch
         add_bos_token: None (default): on when the model's config has bos_token_id (xLSTM Large). A fresh
             prompt row whose first token is not BOS gets BOS before it, for the model only (not returned).
             Never when continuing from a state. bos_token_id overrides the config's.
+        cuda_graph: replay the decode step (all blocks and the logits) as one CUDA graph, captured at the first
+            step for this batch; same tokens, far fewer launches. CUDA only. Default: False.
 
     Returns:
         [B, S + n] ids (int dtype of input_ids): the prompt as given (its padding layout kept), then the n new
@@ -135,7 +146,7 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask: torch
                    temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                    repetition_penalty=repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                    stop_strings=stop_strings, tokenizer=tokenizer, generator=generator, seed=seed, state=state,
-                   add_bos_token=add_bos_token, bos_token_id=bos_token_id)
+                   add_bos_token=add_bos_token, bos_token_id=bos_token_id, cuda_graph=cuda_graph)
     if streamer is not None and input_ids is not None:
         streamer.put(input_ids.cpu())
     new = []

@@ -9,13 +9,15 @@ TOKEN_ID_DTYPES = (torch.int64, torch.int32)
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> tuple[int, int]:
     """Raise unless `input_ids` is an int64/int32 tensor [B, S], B >= 1, S >= 1, with ids in [0, vocab_size).
-    Returns (B, S)."""
+    Returns (B, S). While a CUDA graph is being captured the range is not checked (that needs a host read)."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in TOKEN_ID_DTYPES:
         got = f"dtype {input_ids.dtype}" if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise TypeError(f"{name} must be an integer tensor of token ids [B, S] (torch.int64 or torch.int32), "
                         f"got {got}")
     if input_ids.ndim != 2 or 0 in input_ids.shape:
         raise ValueError(f"{name} must have shape [B, S] with B >= 1 and S >= 1, got {tuple(input_ids.shape)}")
+    if input_ids.is_cuda and torch.cuda.is_current_stream_capturing():
+        return input_ids.shape  # a CUDA graph cannot read values back; its tokens come from the model's own argmax
     low, high = (x.item() for x in torch.aminmax(input_ids))
     if low < 0 or high >= vocab_size:
         raise ValueError(f"token ids must be in [0, {vocab_size}) (vocab_size), got values in [{low}, {high}]")
