@@ -17,30 +17,20 @@ from .generation.streaming import encode
 from .model import xLSTMLarge
 
 
-def _int_at_least(low: int):
-    """An argparse type for the demo's sizes: an int >= low, or a usage error that names the bound."""
+def _at_least(low: int | float):
+    """An argparse type: an int >= low (for an int `low`), or a finite float >= low (for a float `low`); otherwise
+    a usage error that names the bound."""
+    kind = type(low)
+    expected = "an int" if kind is int else "a number"
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
-        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected} >= {low}, got {text!r}") from None
+        if kind is int and value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _float_at_least(low: float):
-    """An argparse type: a finite float >= low, or a usage error that names the bound."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {text!r}") from None
-        if not low <= value < float("inf"):
+        if kind is float and not low <= value < float("inf"):
             raise argparse.ArgumentTypeError(f"must be a finite number >= {low}, got {text}")
         return value
 
@@ -249,10 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--prompt", metavar="TEXT")
     source.add_argument("--file", metavar="F", help="read the prompt from this file")
-    p.add_argument("--max-new-tokens", type=_int_at_least(0), default=100)
-    p.add_argument("--temperature", type=_float_at_least(0.0), default=0.0, help="0 (default): greedy")
+    p.add_argument("--max-new-tokens", type=_at_least(0), default=100)
+    p.add_argument("--temperature", type=_at_least(0.0), default=0.0, help="0 (default): greedy")
     p.add_argument("--top-p", type=float, help="with --temperature > 0: nucleus sampling, in (0, 1]")
-    p.add_argument("--top-k", type=_int_at_least(0), help="with --temperature > 0: keep the k most likely tokens")
+    p.add_argument("--top-k", type=_at_least(0), help="with --temperature > 0: keep the k most likely tokens")
     p.add_argument("--seed", type=int, help="with --temperature > 0: reproducible sampling")
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--dtype", choices=list(FLOAT_DTYPES), help="default: the stored dtype")
@@ -261,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
                         "if given, is the context before the first turn)")
     p.set_defaults(run=generate)
     p = commands.add_parser("demo", help=demo.__doc__.split("\n")[0])
-    p.add_argument("--prompt-len", type=_int_at_least(1), default=300)
-    p.add_argument("--new-tokens", type=_int_at_least(0), default=20, help="0: prefill only")
+    p.add_argument("--prompt-len", type=_at_least(1), default=300)
+    p.add_argument("--new-tokens", type=_at_least(0), default=20, help="0: prefill only")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)
     p = commands.add_parser("convert", help=convert.__doc__.split("\n")[0])

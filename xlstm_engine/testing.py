@@ -70,3 +70,26 @@ def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, ratio: float |
         of = "ref" if magnitude is None else "magnitude"
         raise AssertionError(f"{name}: relative rms error {diff_rms / max(scale, 1e-300):.3e} > {ratio:.1e} "
                              f"(rms diff {diff_rms:.3e}, {of} rms {scale:.3e}, max abs diff {max_abs:.3e})")
+
+
+@torch.no_grad()
+def randomize_large_(model: torch.nn.Module, seed: int = 0, scale: float = 1.0) -> torch.nn.Module:
+    """Draw xLSTM Large weights (either layout, ours or transformers') far from the init, so that every gate, norm
+    and bias matters: forget-gate biases linspace(3, 6) plus noise (gates mostly open), norm weights 1 + noise,
+    other biases noise, matrices noise * scale / sqrt(fan_in) (a larger `scale` peaks the next-token distribution,
+    so that greedy decoding has no near-ties). Returns the model."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=g)
+        if name.endswith("fgate_preact.bias") and not name.endswith("ifgate_preact.bias"):
+            p.copy_(torch.linspace(3.0, 6.0, p.numel()) + 0.5 * noise)
+        elif name.endswith("ifgate_preact.bias"):  # fused: the input gates' biases, then the forget gates'
+            H = p.numel() // 2
+            p.copy_(torch.cat([noise[:H], torch.linspace(3.0, 6.0, H) + 0.5 * noise[H:]]))
+        elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
+            p.copy_(1 + 0.2 * noise)
+        elif p.ndim == 1:
+            p.copy_(0.5 * noise)
+        else:
+            p.copy_(scale * noise / p.shape[-1] ** 0.5)
+    return model

@@ -6,6 +6,7 @@ import transformers
 
 from xlstm_engine.checkpoint import to_single_layout
 from xlstm_engine.hf import large_config, xLSTMForCausalLM
+from xlstm_engine.testing import randomize_large_
 
 VOCAB = 97
 TOKENS = (3, VOCAB)  # prompt ids drawn here: never bos (0), pad (1) or eos (2)
@@ -19,26 +20,9 @@ def tiny_config(**overrides) -> transformers.xLSTMConfig:
     return transformers.xLSTMConfig(**{**fields, **overrides})
 
 
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Weights far from the init, so that every gate, norm and bias matters; forget gates mostly open."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g)
-        if name.endswith("ifgate_preact.bias"):
-            H = p.numel() // 2
-            p.copy_(torch.cat([noise[:H], torch.linspace(3.0, 6.0, H) + 0.5 * noise[H:]]))
-        elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
-            p.copy_(1 + 0.2 * noise)
-        elif p.ndim == 1:
-            p.copy_(0.5 * noise)
-        else:
-            p.copy_(3 * noise / p.shape[-1] ** 0.5)  # peaked next-token distributions: no near-ties in greedy
-
-
 def make_model(seed: int = 0, **overrides) -> xLSTMForCausalLM:
     model = xLSTMForCausalLM(tiny_config(**overrides))
-    randomize(model, seed)
+    randomize_large_(model, seed, scale=3.0)
     if model.backbone.out_norm.bias is not None:  # use_bias: transformers' out_norm has none, i.e. a zero one
         torch.nn.init.zeros_(model.backbone.out_norm.bias)
     return model.eval()

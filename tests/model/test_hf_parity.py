@@ -4,30 +4,11 @@ import pytest
 import torch
 
 import xlstm_engine as xe
-from xlstm_engine.testing import assert_close
+from xlstm_engine.testing import assert_close, randomize_large_
 
 transformers = pytest.importorskip("transformers")
 
 VOCAB = 97
-
-
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Weights far from the init, so that every gate, norm and bias matters."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g)
-        if name.endswith("fgate_preact.bias"):
-            p.copy_(torch.linspace(3.0, 6.0, p.numel()) + 0.5 * noise)
-        elif name.endswith("ifgate_preact.bias"):
-            H = p.numel() // 2
-            p.copy_(torch.cat([noise[:H], torch.linspace(3.0, 6.0, H) + 0.5 * noise[H:]]))
-        elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
-            p.copy_(1 + 0.2 * noise)
-        elif p.ndim == 1:
-            p.copy_(0.5 * noise)
-        else:
-            p.copy_(noise / p.shape[-1] ** 0.5)
 
 
 def hf_model(weight_mode: str, use_bias: bool = False, seed: int = 0):
@@ -37,7 +18,7 @@ def hf_model(weight_mode: str, use_bias: bool = False, seed: int = 0):
         ffn_proj_factor=2.50390625,  # 128 * f = 320.5, where the official rounding (320) is not a ceiling (384)
     )
     model = transformers.xLSTMForCausalLM(config)
-    randomize(model, seed)
+    randomize_large_(model, seed)
     if weight_mode == "fused":
         ours = xe.xLSTMLargeConfig(embedding_dim=128, num_heads=2, num_blocks=3, vocab_size=VOCAB,
                                    use_bias=use_bias, ffn_proj_factor=config.ffn_proj_factor)

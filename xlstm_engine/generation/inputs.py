@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.checks import check_token_ids
+from ..model.checks import check_attention_mask, check_token_ids
 
 
 @dataclass(frozen=True)
@@ -28,34 +28,15 @@ class Prompt:
     user_mask: torch.Tensor
 
 
-def check_attention_mask(attention_mask, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """attention_mask [B, S] of 0/1 (bool or integer), each row's ones contiguous and at least one per row
-    -> the mask as bool. Raises ValueError/TypeError naming what is wrong."""
-    if not isinstance(attention_mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a tensor [B, S] of 0/1, got {type(attention_mask).__name__}")
-    if tuple(attention_mask.shape) != tuple(shape):
-        raise ValueError(f"attention_mask must have the shape of input_ids {tuple(shape)}, "
-                         f"got {tuple(attention_mask.shape)}")
-    if attention_mask.is_floating_point() or attention_mask.is_complex():
-        raise TypeError(f"attention_mask must be bool or an integer tensor of 0/1, got dtype {attention_mask.dtype}")
-    if attention_mask.device != device:
-        raise ValueError(f"attention_mask is on {attention_mask.device}; expected {device}, the device of input_ids")
-    if attention_mask.dtype != torch.bool:
-        bad = (attention_mask != 0) & (attention_mask != 1)
-        if bad.any():
-            raise ValueError(f"attention_mask must hold only 0 (pad) and 1 (token), got the value "
-                             f"{attention_mask[bad][0].item()}")
-    mask = attention_mask.bool()
+def check_prompt_mask(attention_mask, B: int, S: int, device: torch.device) -> torch.Tensor:
+    """attention_mask [B, S] of 0/1 (bool or integer), each row's ones contiguous (model.checks) and at least one
+    per row -> the mask as bool [B, S]. Raises ValueError/TypeError naming what is wrong."""
+    mask = check_attention_mask(attention_mask, B, S, device)
+    if mask is None:  # no pad anywhere
+        return torch.ones(B, S, dtype=torch.bool, device=device)
     empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"attention_mask row(s) {empty} hold no token (all 0): every row needs at least one")
-    # a row's ones are contiguous iff, with a 0 added at both ends, it changes value exactly twice
-    changes = (mask[:, 1:] != mask[:, :-1]).sum(dim=1) + mask[:, 0] + mask[:, -1]
-    holes = (changes != 2).nonzero().flatten().tolist()
-    if holes:
-        row = holes[0]
-        raise ValueError(f"attention_mask row {row} has a hole: a row's 1s must be contiguous (left or right "
-                         f"padding), got {attention_mask[row].int().tolist()}")
     return mask
 
 
@@ -69,10 +50,7 @@ def prepare_prompt(input_ids, attention_mask, vocab_size: int, bos_token_id: int
         raise ValueError(f"input_ids must have shape [B, S] with B >= 1 and S >= 1 (an empty prompt has nothing to "
                          f"continue), got {tuple(input_ids.shape)}")
     B, S = input_ids.shape
-    if attention_mask is None:
-        mask = torch.ones(B, S, dtype=torch.bool, device=input_ids.device)
-    else:
-        mask = check_attention_mask(attention_mask, (B, S), input_ids.device)
+    mask = check_prompt_mask(attention_mask, B, S, input_ids.device)
     check_token_ids(input_ids[mask][None], vocab_size)  # pads may hold anything (-100, a pad id)
     ids = input_ids.long()
 

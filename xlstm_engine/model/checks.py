@@ -2,6 +2,8 @@
 
 import torch
 
+from ..ops.checks import check_mask, check_resets
+
 # What nn.Embedding takes. A bool or uint8 tensor is more likely a mask or raw bytes than token ids, so it is
 # refused rather than cast.
 TOKEN_ID_DTYPES = (torch.int64, torch.int32)
@@ -112,3 +114,14 @@ def check_attention_mask(attention_mask: torch.Tensor | None, B: int, S: int, de
         raise ValueError(f"attention_mask row {b} has a hole: pads at tokens {gap}..{resume - 1} between tokens; the "
                          f"ones (tokens) of a row must be contiguous, with the zeros (pads) before and/or after them")
     return mask if flags[2] else None
+
+
+def check_documents(attention_mask: torch.Tensor | None, resets: torch.Tensor | None, B: int, S: int,
+                    device: torch.device) -> torch.Tensor | None:
+    """The models' checks of `resets` (ops.checks.check_resets) and `attention_mask` (check_attention_mask), and
+    that no reset marks a pad. Returns the mask as bool [B, S], or None when nothing is padded."""
+    check_resets(resets, B, S, device)
+    mask = check_attention_mask(attention_mask, B, S, device)
+    if mask is not None and resets is not None:
+        check_mask(mask, B, S, device, resets)
+    return mask

@@ -11,9 +11,8 @@ from torch import nn
 
 from ... import checkpoint
 from ...config import RuntimeOptions, xLSTMLargeConfig
-from ...ops.checks import check_mask, check_resets
 from ...ops.mlstm import check_state, mLSTMState
-from ..checks import check_attention_mask, check_inplace, check_logits_to_keep, check_state_type, check_token_ids
+from ..checks import check_documents, check_inplace, check_logits_to_keep, check_state_type, check_token_ids
 from ..state import xLSTMLargeState
 from .layers import LargeMLSTMBlock, LargeMultiHeadLayerNorm, RMSNorm, soft_cap
 
@@ -101,10 +100,7 @@ class xLSTMLarge(nn.Module):
         check_inplace(state, inplace)
         if state is not None:
             self.check_state(state, B, input_ids.device)
-        check_resets(resets, B, S, input_ids.device)
-        mask = check_attention_mask(attention_mask, B, S, input_ids.device)
-        if mask is not None and resets is not None:
-            check_mask(mask, B, S, input_ids.device, resets)
+        mask = check_documents(attention_mask, resets, B, S, input_ids.device)
         check_logits_to_keep(logits_to_keep)
         keep_from = max(S - logits_to_keep, 0) if logits_to_keep else 0
         # without autograd, long inputs go through all blocks one segment at a time: same result, bounded memory

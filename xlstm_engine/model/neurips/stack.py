@@ -15,13 +15,12 @@ from torch import nn
 
 from ...config import RuntimeOptions
 from ...config.neurips import xLSTMBlockStackConfig, xLSTMLMModelConfig
-from ...ops.checks import check_mask, check_resets
 from ...ops.mlstm import check_state as check_mlstm_state
 from ...ops.mlstm import mLSTMState
 from ...ops.slstm import check_state as check_slstm_state
 from ...ops.slstm import sLSTMState
 from ..checks import (
-    check_attention_mask,
+    check_documents,
     check_hidden,
     check_inplace,
     check_logits_to_keep,
@@ -67,10 +66,7 @@ class xLSTMBlockStack(nn.Module):
         check_inplace(state, inplace)
         if state is not None:
             self.check_state(state, B, x.device)
-        check_resets(resets, B, S, x.device)
-        mask = check_attention_mask(attention_mask, B, S, x.device)
-        if mask is not None and resets is not None:
-            check_mask(mask, B, S, x.device, resets)
+        mask = check_documents(attention_mask, resets, B, S, x.device)
         new_state = []
         for block, block_state in zip(self.blocks, state or [None] * len(self.blocks), strict=True):
             x, block_state = block(x, block_state, self.runtime, resets, inplace, mask)
